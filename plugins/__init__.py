@@ -1,0 +1,1 @@
+"""The built-in components, one pluggy plugin per module (installed as `workbench.plugins`)."""

@@ -1,0 +1,1 @@
+"""Built-in samplers (being written)."""

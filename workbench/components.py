@@ -1,0 +1,226 @@
+"""The component protocol: one small pydantic class per component.
+
+A component's fields are its options; its class-level `name` is what an
+experiment names it by; its docstring's first line is its summary. The
+experiment table `scheduler = { name = "cosine", timesteps = 500 }` is
+validated by the `cosine` class, so an unknown option or a wrong type is an
+error that names both.
+
+This module must stay importable without torch: `wb list` reads these
+classes, and importing torch takes seconds.
+"""
+
+from __future__ import annotations
+
+import enum
+import types
+import typing
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import PydanticUndefined
+
+if TYPE_CHECKING:
+    import torch
+
+    from workbench.diffusion import Diffusion
+
+Progress = Callable[[int, int], None]
+"""`progress(done, total)`: called by samplers after each model evaluation."""
+
+
+class Component(BaseModel):
+    """Base of every component: options are pydantic fields, unknown ones are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    kind: ClassVar[str] = ""
+    name: ClassVar[str] = ""
+
+    @classmethod
+    def summary(cls) -> str:
+        """The first line of the class docstring."""
+        doc = cls.__doc__ or ""
+        return doc.strip().splitlines()[0].strip() if doc.strip() else ""
+
+    @classmethod
+    def options(cls) -> list[Option]:
+        """Each option with its type, default and description (for `wb list -v`)."""
+        return [
+            Option(
+                name=field_name,
+                type=describe_type(field.annotation, field.metadata),
+                default=None if field.is_required() else _default_of(field),
+                required=field.is_required(),
+                description=field.description or "",
+            )
+            for field_name, field in cls.model_fields.items()
+        ]
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    type: str
+    default: Any
+    required: bool
+    description: str
+
+
+# --- the six kinds ------------------------------------------------------------
+
+
+class Dataset(Component):
+    """Training data in [-1, 1], with its shape and number of discrete levels."""
+
+    kind: ClassVar[str] = "dataset"
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape of one example, e.g. (2,) for 2-D points or (1, 8, 8) for digits."""
+        raise NotImplementedError
+
+    @property
+    def levels(self) -> int | None:
+        """Discrete values per dimension (256 for 8-bit images); None for continuous data."""
+        return None
+
+    def load(self) -> torch.Tensor | torch.utils.data.Dataset:
+        """The whole set as one float tensor [N, *shape], or a torch Dataset for large sets."""
+        raise NotImplementedError
+
+    def labels(self) -> torch.Tensor | None:
+        """Class labels [N] where the set has them (used by feature-space metrics)."""
+        return None
+
+
+class Scheduler(Component):
+    """A noise (variance) schedule: betas for T steps."""
+
+    kind: ClassVar[str] = "scheduler"
+
+    timesteps: int = Field(1000, ge=1, description="number of diffusion steps T")
+
+    def betas(self) -> torch.Tensor:
+        """float64 tensor [T] of betas, each in (0, 1)."""
+        raise NotImplementedError
+
+
+class Backbone(Component):
+    """A network `model(x_t, t) -> output`."""
+
+    kind: ClassVar[str] = "backbone"
+
+    def build(self, data_shape: tuple[int, ...], out_channels: int) -> torch.nn.Module:
+        """A module mapping (x_t [B, *data_shape], t [B] long) to [B, out_channels, ...]."""
+        raise NotImplementedError
+
+
+class Loss(Component):
+    """A training objective: per-example loss for a batch of clean data."""
+
+    kind: ClassVar[str] = "loss"
+
+    def __call__(
+        self,
+        model: Callable,
+        diffusion: Diffusion,
+        x0: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Per-example loss [B]."""
+        raise NotImplementedError
+
+    def out_channels(self, data_channels: int, variance: str = "fixed_small") -> int:
+        """How many channels the backbone must output (learned variance doubles them)."""
+        return 2 * data_channels if variance == "learned_range" else data_channels
+
+    def check(self, prediction: str, variance: str) -> None:
+        """Raise ConfigError when this loss cannot train that parameterization."""
+
+
+class Sampler(Component):
+    """Turns noise into data with a trained model."""
+
+    kind: ClassVar[str] = "sampler"
+
+    def sample(
+        self,
+        model: Callable,
+        diffusion: Diffusion,
+        shape: tuple[int, ...],
+        generator: torch.Generator | None = None,
+        progress: Progress | None = None,
+        return_trajectory: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Samples x0 of `shape`; with `return_trajectory`, also the list of x_t visited."""
+        raise NotImplementedError
+
+
+class Metric(Component):
+    """An evaluation of a trained model."""
+
+    kind: ClassVar[str] = "metric"
+    higher_is_better: ClassVar[bool] = False
+
+    def compute(self, *args: Any, **kwargs: Any) -> float:
+        raise NotImplementedError
+
+
+KINDS: dict[str, type[Component]] = {
+    base.kind: base for base in (Dataset, Scheduler, Backbone, Loss, Sampler, Metric)
+}
+
+
+def normalize_kind(kind: str) -> str:
+    """'schedulers' or 'Scheduler' -> 'scheduler'; raises ValueError when unknown."""
+    k = kind.strip().lower()
+    if k in KINDS:
+        return k
+    if k.endswith("es") and k[:-2] in KINDS:
+        return k[:-2]
+    if k.endswith("s") and k[:-1] in KINDS:
+        return k[:-1]
+    raise ValueError(kind)
+
+
+# --- describing option types for humans -------------------------------------
+
+
+def _default_of(field: Any) -> Any:
+    if field.default is not PydanticUndefined:
+        return field.default
+    if field.default_factory is not None:
+        return field.default_factory()
+    return None
+
+
+def describe_type(annotation: Any, metadata: list[Any] | None = None) -> str:
+    """A short human form of a field type: 'int >= 1', "'eps' | 'x0'", 'list[int]'."""
+    text = _type_name(annotation)
+    for constraint in metadata or []:
+        for attr, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            value = getattr(constraint, attr, None)
+            if value is not None:
+                text += f" {op} {value}"
+    return text
+
+
+def _type_name(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if origin is typing.Annotated:
+        return _type_name(args[0])
+    if origin is not None:
+        inner = ", ".join(_type_name(a) for a in args)
+        return f"{getattr(origin, '__name__', str(origin))}[{inner}]"
+    if annotation is type(None):
+        return "None"
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return " | ".join(repr(m.value) for m in annotation)
+    return getattr(annotation, "__name__", str(annotation))

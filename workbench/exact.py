@@ -1,0 +1,88 @@
+"""Exact denoisers of known distributions: ground truth for samplers and likelihoods.
+
+For data from a mixture of isotropic Gaussians, p(x0) = sum_k w_k N(mu_k, s_k^2 I),
+the noised marginal is again a mixture: p(x_t) = sum_k w_k N(a mu_k, (a^2 s_k^2 + sigma^2) I)
+with a = sqrt(abar_t) and sigma^2 = 1 - abar_t. Its score is known in closed form,
+so the optimal noise predictor is eps*(x_t, t) = -sigma * grad log p(x_t), and
+E[x0 | x_t] is the responsibility-weighted mean of each component's posterior.
+With s_k = 0 the data are K points: a discrete distribution of entropy log K
+(when the weights are uniform).
+
+A model trained to optimality with L_simple converges to exactly this
+function, so a sampler or `nll` driven by it must reproduce the data.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from workbench.diffusion import Diffusion
+
+
+class GaussianMixtureDenoiser:
+    """`model(x_t, t)` returning the optimal eps, x0 or v prediction for a Gaussian mixture.
+
+    means: [K, *shape]; stds: scalar or [K] (0 gives point masses); weights: [K] (uniform if None).
+    """
+
+    def __init__(
+        self,
+        diffusion: Diffusion,
+        means: torch.Tensor,
+        stds: float | torch.Tensor = 0.0,
+        weights: torch.Tensor | None = None,
+    ) -> None:
+        if diffusion.learns_variance:
+            raise ValueError("the exact denoiser predicts a mean only; use a fixed variance")
+        self.diffusion = diffusion
+        self.shape = tuple(means.shape[1:])
+        self.means = means.reshape(len(means), -1).to(torch.float64)
+        k = len(self.means)
+        self.vars = torch.as_tensor(stds, dtype=torch.float64).expand(k) ** 2
+        w = torch.full((k,), 1.0 / k, dtype=torch.float64) if weights is None else weights.to(torch.float64)
+        self.log_weights = (w / w.sum()).log()
+        self.evaluations = 0
+
+    def sample_data(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n fresh draws from the mixture, [n, *shape] float32."""
+        k = torch.multinomial(self.log_weights.exp(), n, replacement=True, generator=generator)
+        noise = torch.randn(n, self.means.shape[1], generator=generator, dtype=torch.float64)
+        x = self.means[k] + self.vars[k].sqrt()[:, None] * noise
+        return x.reshape(n, *self.shape).float()
+
+    def posterior_mean(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """E[x0 | x_t] in float64, [B, D]."""
+        x = x_t.reshape(len(x_t), -1).to(torch.float64)
+        abar = self.diffusion.alphas_cumprod.to(x.device)[t][:, None]          # [B, 1]
+        a, sigma2 = abar.sqrt(), 1.0 - abar
+        means, vars_ = self.means.to(x.device), self.vars.to(x.device)
+        total_var = a**2 * vars_[None, :] + sigma2                                # [B, K]
+        dist2 = ((x[:, None, :] - a[:, :, None] * means[None]) ** 2).sum(-1)       # [B, K]
+        d = x.shape[1]
+        log_resp = self.log_weights.to(x.device) - 0.5 * dist2 / total_var - 0.5 * d * total_var.log()
+        resp = torch.softmax(log_resp, dim=1)                                     # [B, K]
+        gain = (a * vars_[None, :] / total_var)[:, :, None]                       # [B, K, 1]
+        component_x0 = means[None] + gain * (x[:, None, :] - a[:, :, None] * means[None])
+        return (resp[:, :, None] * component_x0).sum(1)
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self.evaluations += 1
+        x0 = self.posterior_mean(x_t, t).reshape(x_t.shape)
+        x = x_t.to(torch.float64)
+        d = self.diffusion
+        if d.prediction == "x0":
+            out = x0
+        else:
+            eps = d.predict_eps_from_x0(x, t, x0)
+            out = eps if d.prediction == "eps" else d.v_target(x0, eps, t)
+        return out.to(x_t.dtype)
+
+
+def entropy_bits(weights: torch.Tensor | None, k: int) -> float:
+    """Entropy in bits of a discrete distribution over k points (uniform if weights is None)."""
+    if weights is None:
+        return math.log2(k)
+    p = weights.to(torch.float64) / weights.sum()
+    return float(-(p * p.log2()).sum())
