@@ -1,0 +1,247 @@
+"""The `wb` command line (Typer).
+
+Commands only parse arguments, call the engine and print; every user mistake
+arrives as a WorkbenchError, which `WorkbenchGroup` prints without a
+traceback. `wb --help` and `wb list` must not import torch: the modules that
+need it are imported inside the commands that use them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
+
+from workbench.errors import WorkbenchError
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+class WorkbenchGroup(TyperGroup):
+    """Turns a WorkbenchError from any command (plugin commands too) into a message and an exit code."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except WorkbenchError as exc:
+            print_error(exc)
+            raise typer.Exit(exc.exit_code) from None
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(self.commands)  # in the order they were added, not alphabetical
+
+
+def print_error(exc: WorkbenchError) -> None:
+    message = Text("error: ", style="bold red") + Text(exc.message)
+    err.print(message, soft_wrap=True)
+    if exc.hint:
+        err.print(Text(exc.hint, style="yellow"), soft_wrap=True)
+
+
+def print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+FileOption = typer.Option(None, "--file", "-f", help="experiments file (default: WB_EXPERIMENTS or ./experiments.toml)")
+SetOption = typer.Option(None, "--set", "-s", help="override a key: --set train.steps=200 (value is TOML)", metavar="KEY=VALUE")
+JsonOption = typer.Option(False, "--json", help="print JSON for scripts")
+
+
+def make_app() -> typer.Typer:
+    """The `wb` app with the built-in commands and those plugins add through `register_commands`."""
+    app = typer.Typer(
+        cls=WorkbenchGroup,
+        name="wb",
+        help="A workbench for denoising diffusion models: declare an experiment, train it, look at it, measure it.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+    )
+    app.command("run")(run)
+    app.command("show")(show)
+    app.command("list")(list_components)
+    app.command("plugins")(plugins)
+    app.command("init")(init)
+    from workbench.registry import default_registry
+
+    default_registry().pm.hook.register_commands(app=app)
+    return app
+
+
+# --- wb run / wb show --------------------------------------------------------------------
+
+
+def run(
+    experiment: str = typer.Argument(..., help="experiment name"),
+    set_: Optional[list[str]] = SetOption,
+    file: Optional[Path] = FileOption,
+    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N (default: WB_DEVICE or auto)"),
+    resume: bool = typer.Option(False, "--resume", help="continue the latest run of EXPERIMENT from its last checkpoint"),
+) -> None:
+    """Train an experiment, sample from it and evaluate it."""
+    from workbench.experiment import load_experiment
+
+    exp = load_experiment(experiment, file=file, overrides=set_ or [])
+    try:
+        from workbench import training
+    except ImportError:
+        raise WorkbenchError(
+            f"experiment '{exp.name}' is valid, but training is not available yet in this version of wb",
+            hint="`wb show` prints the resolved experiment",
+        ) from None
+    training.run_from_cli(exp, device=device, resume=resume, console=out)
+
+
+def show(
+    experiment: str = typer.Argument(..., help="experiment name"),
+    set_: Optional[list[str]] = SetOption,
+    file: Optional[Path] = FileOption,
+) -> None:
+    """Print the fully resolved experiment as TOML (extends, --set and defaults applied)."""
+    from workbench.experiment import load_experiment
+
+    exp = load_experiment(experiment, file=file, overrides=set_ or [])
+    typer.echo(f"# {exp.source}: experiment '{exp.name}', resolved")
+    count = backbone_parameters(exp)
+    if count is not None:
+        typer.echo(f"# backbone parameters: {count:,}")
+    typer.echo(exp.to_toml(), nl=False)
+
+
+def backbone_parameters(exp: Any) -> int | None:
+    """The backbone's parameter count for this dataset and loss (None if the backbone cannot tell)."""
+    counter = getattr(exp.backbone, "parameter_count", None)
+    if counter is None:
+        return None
+    shape = exp.dataset.shape
+    out_channels = exp.loss.out_channels(shape[0], exp.diffusion.variance)
+    return counter(shape, out_channels)
+
+
+# --- wb list / wb plugins ------------------------------------------------------------------
+
+
+def list_components(
+    kind: Optional[str] = typer.Argument(None, help="a kind: datasets, schedulers, backbones, losses, samplers, metrics"),
+    name: Optional[str] = typer.Argument(None, help="one component: show its options"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="show every option with its type, default and description"),
+    as_json: bool = JsonOption,
+) -> None:
+    """List the registered components, with the plugin that provided each."""
+    from workbench.registry import default_registry
+
+    registry = default_registry()
+    entries = registry.entries(kind) if kind else registry.entries()
+    if name is not None:
+        if kind is None:
+            raise WorkbenchError("give a kind before the name, e.g. `wb list scheduler cosine`")
+        entries = [registry.get(kind, name)]
+        verbose = True
+    if as_json:
+        print_json([_entry_json(e, verbose) for e in entries])
+        return
+    table = Table(title="Registered components", title_justify="left")
+    for column in ("kind", "name", "plugin", "distribution"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("summary", overflow="fold")
+    previous_kind = None
+    for e in entries:
+        if previous_kind is not None and e.kind != previous_kind:
+            table.add_section()
+        shown_kind = e.kind if e.kind != previous_kind else ""
+        dist = f"{e.provider.distribution} {e.provider.version}" if e.provider.distribution else "-"
+        table.add_row(shown_kind, e.name, e.provider.plugin, dist, e.cls.summary())
+        previous_kind = e.kind
+    if not entries:
+        out.print(f"no {registry.kind(kind) if kind else ''} components are registered")
+        return
+    if not verbose:
+        out.print(table)
+        return
+    for e in entries:
+        out.print(_options_table(e))
+
+
+def _options_table(entry: Any) -> Table:
+    table = Table(
+        title=f"{entry.kind} [bold]{entry.name}[/] — {entry.cls.summary()}  (from {entry.provider})",
+        title_justify="left",
+    )
+    for column in ("option", "type", "default", "description"):
+        table.add_column(column, overflow="fold")
+    for opt in entry.cls.options():
+        default = "(required)" if opt.required else repr(opt.default)
+        table.add_row(opt.name, opt.type, default, opt.description)
+    return table
+
+
+def _entry_json(entry: Any, verbose: bool) -> dict[str, Any]:
+    data = {
+        "kind": entry.kind,
+        "name": entry.name,
+        "plugin": entry.provider.plugin,
+        "distribution": entry.provider.distribution,
+        "version": entry.provider.version,
+        "summary": entry.cls.summary(),
+    }
+    if verbose:
+        data["options"] = [
+            {"name": o.name, "type": o.type, "default": o.default, "required": o.required, "description": o.description}
+            for o in entry.cls.options()
+        ]
+    return data
+
+
+def plugins(as_json: bool = JsonOption) -> None:
+    """List the loaded plugins: distribution, version, hooks, and any load error."""
+    from workbench.registry import default_registry
+
+    infos = default_registry().plugins
+    if as_json:
+        print_json([vars(p) for p in infos])
+        return
+    table = Table(title="Plugins", title_justify="left")
+    for column in ("plugin", "distribution", "version", "hooks", "status"):
+        table.add_column(column, overflow="fold")
+    for p in sorted(infos, key=lambda p: p.name):
+        status = Text("ok", style="green") if p.error is None else Text(f"error: {p.error}", style="red")
+        table.add_row(p.name, p.distribution or "-", p.version or "-", ", ".join(p.hooks) or "-", status)
+    out.print(table)
+
+
+# --- wb init ---------------------------------------------------------------------------------
+
+
+def init(
+    path: Path = typer.Argument(Path("experiments.toml"), help="where to write the starter file"),
+) -> None:
+    """Write a starter experiments.toml (never overwrites an existing file)."""
+    from importlib import resources
+
+    if path.exists():
+        raise WorkbenchError(f"{path} already exists; not overwriting it", hint="pass another path: `wb init my.toml`")
+    starter = resources.files("workbench").joinpath("starter_experiments.toml").read_text(encoding="utf-8")
+    path.write_text(starter, encoding="utf-8")
+    out.print(f"wrote {path}: try `wb show exp1` and `wb run exp1`")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app = make_app()
+    except WorkbenchError as exc:  # e.g. a bad WB_* setting or a strict plugin failure
+        print_error(exc)
+        raise SystemExit(exc.exit_code) from None
+    app()
+
+
+if __name__ == "__main__":
+    main()
