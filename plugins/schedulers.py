@@ -60,7 +60,7 @@ class Linear(_Ranged):
 
 
 class Quadratic(_Ranged):
-    """sqrt(beta) rising linearly from 1e-4 to 0.02 at T = 1000 (a slower start than linear)."""
+    """Betas from 1e-4 to 0.02 at T = 1000 with sqrt(beta) rising linearly (a slower start than linear)."""
 
     name = "quadratic"
 
@@ -70,7 +70,7 @@ class Quadratic(_Ranged):
 
 
 class ScaledLinear(_Ranged):
-    """sqrt(beta) rising linearly from 0.00085 to 0.012 (Stable Diffusion's schedule)."""
+    """Betas from 0.00085 to 0.012 with sqrt(beta) rising linearly (Stable Diffusion's schedule)."""
 
     name = "scaled_linear"
 
@@ -94,7 +94,7 @@ class Sigmoid(_Ranged):
 
 
 class Cosine(Scheduler):
-    """abar(t) = cos^2(((t/T + s)/(1 + s)) pi/2): noise added evenly in SNR (Nichol & Dhariwal 2021, eq. 17)."""
+    """abar(t) = cos^2(((t/T + s)/(1 + s)) pi/2): flat near both ends, near-linear between (Nichol & Dhariwal 2021, eq. 17)."""
 
     name = "cosine"
 

@@ -98,7 +98,9 @@ class Diffusion:
     def q_mean_variance(self, x0: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and variance of q(x_t | x0) (DDPM eq. 4)."""
         mean = self._at("sqrt_alphas_cumprod", t, x0) * x0
-        variance = 1.0 - self._at("alphas_cumprod", t, x0)
+        # Squared from the float64 table rather than 1 - abar in x0's dtype: near t = 0, abar is
+        # close to 1 and the subtraction would lose most of float32's digits.
+        variance = self._at("sqrt_one_minus_alphas_cumprod", t, x0) ** 2
         return mean, variance.expand_as(x0)
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -212,6 +214,8 @@ class Diffusion:
         original t, which the model must still be given.
         """
         steps = torch.as_tensor(timesteps, dtype=torch.long).unique(sorted=True)
+        if len(steps) == 0 or steps[0] < 0 or steps[-1] >= self.num_timesteps:
+            raise ValueError(f"respace needs at least one step, each in 0..{self.num_timesteps - 1}")
         abar = self.alphas_cumprod[steps]
         abar_prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
         betas = 1.0 - abar / abar_prev
