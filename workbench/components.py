@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import torch
 
     from workbench.diffusion import Diffusion
+    from workbench.evaluation import Evaluation
 
 Progress = Callable[[int, int], None]
 """`progress(done, total)`: called by samplers after each model evaluation."""
@@ -116,6 +117,18 @@ class Backbone(Component):
         """A module mapping (x_t [B, *data_shape], t [B] long) to [B, out_channels, ...]."""
         raise NotImplementedError
 
+    def parameter_count(self, data_shape: tuple[int, ...], out_channels: int) -> int:
+        """Number of parameters of `build(data_shape, out_channels)`.
+
+        Built on the meta device: no memory is allocated and nothing is initialised,
+        so even a large network is counted in milliseconds.
+        """
+        import torch
+
+        with torch.device("meta"):
+            module = self.build(tuple(data_shape), out_channels)
+        return sum(p.numel() for p in module.parameters())
+
 
 class Loss(Component):
     """A training objective: per-example loss for a batch of clean data."""
@@ -128,9 +141,44 @@ class Loss(Component):
         diffusion: Diffusion,
         x0: torch.Tensor,
         generator: torch.Generator | None = None,
+        t: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Per-example loss [B]."""
+        """Per-example loss [B]; t and noise are drawn with `generator` unless given."""
         raise NotImplementedError
+
+    def timestep_probabilities(self, num_timesteps: int, device: torch.device) -> torch.Tensor | None:
+        """p(t) over the T steps, or None for uniform (importance sampling overrides it)."""
+        return None
+
+    def sample_timesteps(
+        self, n: int, num_timesteps: int, device: torch.device, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """n steps t ~ p(t) and their weights 1 / (T p(t)) (float64), which keep the loss's expectation unchanged.
+
+        The trainer draws t here and passes it in, so that it can log the loss by timestep.
+        """
+        import torch
+
+        p = self.timestep_probabilities(num_timesteps, device)
+        if p is None:
+            t = torch.randint(0, num_timesteps, (n,), generator=generator, device=device)
+        else:
+            t = torch.multinomial(p, n, replacement=True, generator=generator)
+        return t, self.timestep_weights(t, num_timesteps)
+
+    def timestep_weights(self, t: torch.Tensor, num_timesteps: int) -> torch.Tensor:
+        """1 / (T p(t)) for steps t (all ones when p is uniform), float64 [B]."""
+        import torch
+
+        p = self.timestep_probabilities(num_timesteps, t.device)
+        if p is None:
+            return torch.ones(len(t), dtype=torch.float64, device=t.device)
+        return 1.0 / (num_timesteps * p[t].to(torch.float64))
+
+    def for_data(self, levels: int | None) -> Loss:
+        """This loss for data with `levels` discrete values per dimension (losses without a decoder ignore it)."""
+        return self
 
     def out_channels(self, data_channels: int, variance: str = "fixed_small") -> int:
         """How many channels the backbone must output (learned variance doubles them)."""
@@ -138,6 +186,19 @@ class Loss(Component):
 
     def check(self, prediction: str, variance: str) -> None:
         """Raise ConfigError when this loss cannot train that parameterization."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """What training has changed in this loss (e.g. an importance-sampling history), for checkpoints.
+
+        Tensors and plain values only, so a checkpoint loads with
+        `torch.load(weights_only=True)`. Most losses keep nothing: an empty dict.
+        """
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict()` returned, so a resumed run continues bit for bit."""
+        if state:
+            raise ValueError(f"loss '{self.name}' keeps no state, but was given one with keys {sorted(state)}")
 
 
 class Sampler(Component):
@@ -164,7 +225,8 @@ class Metric(Component):
     kind: ClassVar[str] = "metric"
     higher_is_better: ClassVar[bool] = False
 
-    def compute(self, *args: Any, **kwargs: Any) -> float:
+    def compute(self, evaluation: Evaluation) -> float:
+        """The metric's value; `evaluation` gives the model, the process, held-out data and samples."""
         raise NotImplementedError
 
 
