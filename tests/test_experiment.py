@@ -157,9 +157,9 @@ def test_locate_finds_keys_in_inline_tables_and_sub_tables(tmp_path):
     f = ExperimentFile.read(path)
     assert f.locate("base", ["scheduler", "beta_end"]) == 5
     assert f.locate("base", ["train"]) == 7
-    assert f.locate("sub", ["train", "lr"]) == 25
-    assert f.locate("sub", ["train", "nothing"]) == 23
-    assert f.locate("sub", []) == 20
+    assert f.locate("sub", ["train", "lr"]) == 23
+    assert f.locate("sub", ["train", "nothing"]) == 21  # the [sub.train] header
+    assert f.locate("sub", []) == 18
 
 
 def test_the_shipped_experiments_all_resolve(registry):

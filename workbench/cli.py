@@ -87,17 +87,17 @@ def run(
     resume: bool = typer.Option(False, "--resume", help="continue the latest run of EXPERIMENT from its last checkpoint"),
 ) -> None:
     """Train an experiment, sample from it and evaluate it."""
+    from workbench import runs, training
     from workbench.experiment import load_experiment
+    from workbench.settings import load_settings
 
-    exp = load_experiment(experiment, file=file, overrides=set_ or [])
-    try:
-        from workbench import training
-    except ImportError:
-        raise WorkbenchError(
-            f"experiment '{exp.name}' is valid, but training is not available yet in this version of wb",
-            hint="`wb show` prints the resolved experiment",
-        ) from None
-    training.run_from_cli(exp, device=device, resume=resume, console=out)
+    resume_dir = None
+    if resume:  # the run's own stored experiment, with any --set on top (e.g. more train.steps)
+        resume_dir = runs.latest_run_dir(load_settings().runs_dir, experiment)
+        exp = load_experiment(experiment, file=resume_dir / runs.EXPERIMENT, overrides=set_ or [])
+    else:
+        exp = load_experiment(experiment, file=file, overrides=set_ or [])
+    training.train(exp, device=device, resume_dir=resume_dir, console=out)
 
 
 def show(

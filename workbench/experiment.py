@@ -63,6 +63,7 @@ class EvalSpec(_Section):
 
     samples: int = Field(1000, ge=1, description="samples drawn for sample-quality metrics")
     batch_size: int = Field(1000, ge=1, description="samples per sampler call")
+    holdout: float = Field(0.1, ge=0, lt=1, description="fraction of the data kept out of training for evaluation")
     metrics: list[str | dict[str, Any]] = Field(default_factory=list, description="metric names or tables")
 
 

@@ -1,0 +1,69 @@
+"""Pictures: PNG grids and scatters, and their terminal renderings."""
+
+from __future__ import annotations
+
+import torch
+from PIL import Image
+from rich.console import Console
+
+from workbench.display import TerminalImage, TerminalScatter, save_grid, save_scatter, sparkline, tile
+
+
+def test_tile_places_each_image_inside_a_thin_border():
+    images = torch.stack([torch.full((3, 4, 4), v) for v in (-1.0, 0.0, 1.0, 1.0)])
+    grid = tile(images, nrow=2, border=1, background=7)
+    assert grid.shape == (2 * 5 + 1, 2 * 5 + 1, 3) and grid.dtype == torch.uint8
+    assert (grid[0] == 7).all() and (grid[:, 0] == 7).all() and (grid[5] == 7).all()
+    assert (grid[1:5, 1:5] == 0).all() and (grid[1:5, 6:10] == 128).all() and (grid[6:10, 1:5] == 255).all()
+
+
+def test_grayscale_grid_png_has_the_expected_size(tmp_path):
+    images = torch.rand(10, 1, 8, 8) * 2 - 1
+    path = save_grid(images, tmp_path / "g.png", nrow=5, min_tile=16)
+    with Image.open(path) as im:
+        assert im.size == (5 * 17 + 1, 2 * 17 + 1) and im.mode == "RGB"
+
+
+def test_scatter_png_draws_samples_and_data_in_two_colours(tmp_path):
+    data = torch.tensor([[-0.5, -0.5]])
+    samples = torch.tensor([[0.5, 0.5]])
+    with Image.open(save_scatter(samples, data, tmp_path / "s.png", size=101)) as im:
+        colours = {im.getpixel((x, y)) for x in range(101) for y in range(101)}
+    assert (150, 150, 150) in colours and (230, 80, 40) in colours
+
+
+def render(renderable, width=40, colour=True) -> list:
+    console = Console(width=width, force_terminal=colour, color_system="truecolor" if colour else None, record=True)
+    return list(console.render(renderable, console.options))
+
+
+def test_terminal_image_uses_half_blocks_in_colour_and_fits_the_width():
+    images = torch.zeros(4, 3, 8, 8)
+    segments = render(TerminalImage(images, nrow=2), width=40)
+    lines = "".join(s.text for s in segments).splitlines()
+    assert len(lines) == (2 * 9 + 1 + 1) // 2 and all(len(line) == 19 for line in lines)
+    assert set("".join(lines)) == {"▀"}
+    assert any(s.style and s.style.bgcolor for s in segments)
+    narrow = "".join(s.text for s in render(TerminalImage(torch.zeros(64, 3, 32, 32)), width=30)).splitlines()
+    assert max(len(line) for line in narrow) <= 30
+
+
+def test_terminal_image_falls_back_to_ascii_without_colour():
+    images = torch.stack([torch.full((1, 4, 4), -1.0), torch.full((1, 4, 4), 1.0)])
+    text = "".join(s.text for s in render(TerminalImage(images, nrow=2), colour=False))
+    assert "▀" not in text and "@" in text and " " in text
+
+
+def test_terminal_scatter_puts_braille_dots_where_the_points_are():
+    samples = torch.tensor([[1.0, 1.0]])   # top right
+    data = torch.tensor([[-1.0, -1.0]])    # bottom left
+    lines = "".join(s.text for s in render(TerminalScatter(samples, data, height=8), width=40)).splitlines()
+    assert len(lines) == 8
+    top, bottom = lines[0].rstrip(), lines[-1]
+    assert top and "\u2800" < top[-1] <= "\u28ff" and top.strip() == top[-1]
+    assert bottom.strip() and bottom.index(bottom.strip()[0]) < len(bottom) // 4
+
+
+def test_sparkline_spans_the_range():
+    line = sparkline([3.0, 2.0, 1.0, 0.0], width=4).plain
+    assert line == "█▆▃▁"

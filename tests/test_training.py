@@ -1,0 +1,201 @@
+"""The training engine: a real run end to end, resume exactness, Ctrl-C, NaN, no overwrites."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+from pydantic import PrivateAttr
+from typer.testing import CliRunner
+
+import workbench as wb
+from workbench import registry as registry_module
+from workbench import runs
+from workbench.cli import make_app
+from workbench.experiment import load_experiment
+from workbench.registry import Registry
+from workbench.training import Interrupted, NonFiniteLoss, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = """\
+[tiny]
+description = "a tiny swiss roll run"
+seed = 1
+dataset   = { name = "swissroll", n = 600 }
+scheduler = { name = "linear", timesteps = 50, scale_with_timesteps = false, beta_end = 0.2 }
+backbone  = { name = "mlp", width = 32, depth = 2 }
+sampler   = { name = "ddpm" }
+train     = { steps = 20, batch_size = 64, lr = 1e-3, log_every = 5, checkpoint_every = 5, ema = 0.9 }
+eval      = { samples = 200, metrics = ["swd", { name = "nll", examples = 50 }] }
+
+[tiny_dropout]
+extends = "tiny"
+backbone = { name = "mlp", width = 32, depth = 2, dropout = 0.1 }
+train = { accumulate = 2 }
+"""
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WB_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.delenv("WB_EXPERIMENTS", raising=False)
+    (tmp_path / "experiments.toml").write_text(TINY)
+    return tmp_path
+
+
+def with_plugin(monkeypatch, name: str, module: types.ModuleType) -> Registry:
+    """Make the process-wide registry the installed plugins plus `module`."""
+    registry = Registry.load(modules=[(name, module)])
+    monkeypatch.setattr(registry_module, "_default", registry)
+    return registry
+
+
+def test_a_short_real_run_through_the_cli_writes_a_complete_run_directory(workdir):
+    result = CliRunner().invoke(make_app(), ["run", "tiny"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (workdir / "runs" / "tiny").iterdir()
+    for name in ("experiment.toml", "metrics.jsonl", "checkpoint.pt", "samples.png", "summary.json"):
+        assert (run_dir / name).is_file(), name
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "done" and summary["step"] == 20
+    assert set(summary["metrics"]) == {"swd", "nll"} and all(map(lambda v: v == v, summary["metrics"].values()))
+    assert [r["step"] for r in runs.read_metrics(run_dir)] == [5, 10, 15, 20]
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 20 and {"model", "ema", "optimizer", "generator", "torch_rng"} <= set(state)
+    # the stored experiment is the resolved one, and reloads
+    assert load_experiment("tiny", file=run_dir / "experiment.toml").to_dict() == load_experiment("tiny").to_dict()
+    assert "nll" in result.output and str(run_dir) in result.output
+
+
+def test_a_new_run_never_overwrites_an_existing_one(workdir):
+    exp = load_experiment("tiny", overrides=["train.steps=2", "eval.metrics=[]"])
+    first = train(exp, evaluate_at_end=False).dir
+    second = train(exp, evaluate_at_end=False).dir
+    assert first != second and first.exists() and second.exists()
+    assert runs.latest_run_dir(workdir / "runs", "tiny") == second
+
+
+def final_state(run_dir: Path) -> dict:
+    return torch.load(run_dir / runs.CHECKPOINT, weights_only=True)
+
+
+def interrupt_at(step: int) -> types.ModuleType:
+    """A plugin that presses Ctrl-C (SIGINT to this process) after logging `step`."""
+    module = types.ModuleType("interrupter")
+
+    @wb.hookimpl
+    def on_log(run, step: int, metrics):
+        if step == interrupt_step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    interrupt_step = step
+    module.on_log = on_log
+    return module
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny_dropout"])
+def test_resume_after_ctrl_c_ends_bit_for_bit_where_an_uninterrupted_run_ends(workdir, monkeypatch, name):
+    exp = load_experiment(name)
+    straight = final_state(train(exp, evaluate_at_end=False).dir)
+
+    with_plugin(monkeypatch, "interrupter", interrupt_at(10))
+    with pytest.raises(Interrupted, match=f"interrupted at step 10.*") as excinfo:
+        train(exp, evaluate_at_end=False)
+    assert f"wb run {name} --resume" in excinfo.value.hint
+    run_dir = runs.latest_run_dir(workdir / "runs", name)
+    assert final_state(run_dir)["step"] == 10
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "interrupted"
+
+    monkeypatch.setattr(registry_module, "_default", None)
+    train(load_experiment(name, file=run_dir / runs.EXPERIMENT), resume_dir=run_dir, evaluate_at_end=False)
+    resumed = final_state(run_dir)
+    assert resumed["step"] == straight["step"] == 20
+    for part in ("model", "ema"):
+        for key, value in straight[part].items():
+            assert torch.equal(value, resumed[part][key]), f"{part}.{key} differs"
+    assert torch.equal(straight["generator"], resumed["generator"])
+    assert [r["step"] for r in runs.read_metrics(run_dir)] == [5, 10, 15, 20]
+
+
+def test_resume_through_the_cli_uses_the_stored_experiment(workdir, monkeypatch):
+    with_plugin(monkeypatch, "interrupter", interrupt_at(5))
+    result = CliRunner().invoke(make_app(), ["run", "tiny"])
+    assert result.exit_code == 130 and "wb run tiny --resume" in result.output
+    monkeypatch.setattr(registry_module, "_default", None)
+    (workdir / "experiments.toml").write_text(TINY.replace("steps = 20", "steps = 999"))  # ignored by --resume
+    result = CliRunner().invoke(make_app(), ["run", "tiny", "--resume", "--set", "eval.metrics=[]"])
+    assert result.exit_code == 0, result.output
+    assert final_state(runs.latest_run_dir(workdir / "runs", "tiny"))["step"] == 20
+
+
+def test_ctrl_c_on_the_real_cli_leaves_a_loadable_checkpoint(workdir):
+    (workdir / "experiments.toml").write_text(TINY.replace("steps = 20", "steps = 1000000"))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "workbench", "run", "tiny"], cwd=workdir, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    for line in process.stdout:  # wait until training has started
+        if "parameters" in line:
+            break
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "wb run tiny --resume" in err and "Traceback" not in err
+    state = final_state(runs.latest_run_dir(workdir / "runs", "tiny"))
+    assert 0 <= state["step"] < 1000000 and "ema" in state
+
+
+class ExplodingLoss(wb.Loss):
+    """L_simple that turns NaN from a chosen step on (to test the engine's guard)."""
+
+    name = "exploding"
+    after: int = 7
+    _calls: int = PrivateAttr(0)
+
+    def __call__(self, model, diffusion, x0, generator=None, t=None, noise=None):
+        from workbench.plugins.losses import MSE
+
+        loss = MSE()(model, diffusion, x0, generator=generator, t=t, noise=noise)
+        self._calls += 1
+        return loss * float("nan") if self._calls > self.after else loss
+
+
+def test_a_nan_loss_stops_cleanly_keeping_the_last_good_checkpoint(workdir, monkeypatch):
+    module = types.ModuleType("nan_plugin")
+    module.register_losses = wb.hookimpl(lambda register: register(ExplodingLoss))
+    module.register_losses.__name__ = "register_losses"
+    with_plugin(monkeypatch, "nan_plugin", module)
+    exp = load_experiment("tiny", overrides=["loss.name=exploding", "train.log_every=1"])
+    with pytest.raises(NonFiniteLoss, match="the loss became nan at step 8") as excinfo:
+        train(exp)
+    assert "last good checkpoint (step 5)" in excinfo.value.hint
+    run_dir = runs.latest_run_dir(workdir / "runs", "tiny")
+    state = final_state(run_dir)
+    assert state["step"] == 5 and all(torch.isfinite(v).all() for v in state["model"].values())
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed"
+
+
+def test_a_missing_dataset_path_is_a_clear_error_and_makes_no_run_directory(workdir):
+    (workdir / "experiments.toml").write_text(TINY + '\n[mine]\nextends = "tiny"\ndataset = { name = "folder", path = "no/such/dir", size = 8 }\nbackbone = { name = "unet", channels = 8, channel_mult = [1], groups = 4 }\n')
+    result = CliRunner().invoke(make_app(), ["run", "mine"])
+    assert result.exit_code != 0 and "no/such/dir" in result.output and "Traceback" not in result.output
+    assert not (workdir / "runs" / "mine").exists() or not any((workdir / "runs" / "mine").iterdir())
+
+
+def test_the_python_api_trains_opens_and_samples(workdir):
+    exp = wb.load_experiment("tiny", file="experiments.toml", overrides=["train.steps=3", "eval.metrics=[]"])
+    run = wb.train(exp)
+    opened = wb.open_run(run.dir)
+    assert opened.status == "done" and opened.experiment.to_dict() == exp.to_dict()
+    x = opened.sample(16, sampler="ddim", steps=5, seed=3)
+    assert x.shape == (16, 2) and torch.isfinite(x).all()
+    assert torch.equal(x, opened.sample(16, sampler="ddim", steps=5, seed=3))

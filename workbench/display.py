@@ -1,0 +1,168 @@
+"""Pictures: PNG grids and scatters (Pillow), and the same in the terminal (Rich).
+
+Images are tensors in [-1, 1], [N, C, H, W] with C = 1 or 3; 2-D points are
+[N, 2]. In the terminal an image pixel pair becomes one half-block character
+"▀" (top pixel as foreground colour, bottom as background); without colour
+(NO_COLOR, no TTY) it falls back to ASCII shading. Scatters use braille
+dots, 2x4 per character cell.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.segment import Segment
+from rich.style import Style
+from rich.text import Text
+
+SHADES = " .:-=+*#%@"
+DATA_RGB = (150, 150, 150)
+SAMPLE_RGB = (230, 80, 40)
+
+
+def is_image_batch(x: torch.Tensor) -> bool:
+    return x.ndim == 4 and x.shape[1] in (1, 3)
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] floats -> 0..255 uint8, same shape."""
+    return ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def tile(images: torch.Tensor, nrow: int | None = None, border: int = 1, background: int = 255) -> torch.Tensor:
+    """Images [N, C, H, W] in [-1, 1] -> one uint8 grid [H', W', 3] with a thin border between tiles."""
+    pixels = to_uint8(images)
+    if pixels.shape[1] == 1:
+        pixels = pixels.expand(-1, 3, -1, -1)
+    n, _, h, w = pixels.shape
+    nrow = nrow or math.ceil(math.sqrt(n))
+    ncol = math.ceil(n / nrow)
+    grid = torch.full((3, ncol * (h + border) + border, nrow * (w + border) + border), background, dtype=torch.uint8)
+    for i in range(n):
+        r, c = divmod(i, nrow)
+        top, left = border + r * (h + border), border + c * (w + border)
+        grid[:, top : top + h, left : left + w] = pixels[i]
+    return grid.permute(1, 2, 0).contiguous()
+
+
+def save_grid(images: torch.Tensor, path: Path, nrow: int | None = None, min_tile: int = 64) -> Path:
+    """A PNG grid of images; small images are enlarged (nearest) to at least `min_tile` pixels."""
+    from PIL import Image
+
+    scale = max(1, math.ceil(min_tile / images.shape[-1]))
+    if scale > 1:
+        images = torch.nn.functional.interpolate(images.detach().float().cpu(), scale_factor=scale, mode="nearest")
+    Image.fromarray(tile(images, nrow).numpy()).save(path)
+    return path
+
+
+def save_scatter(samples: torch.Tensor, data: torch.Tensor | None, path: Path, size: int = 512) -> Path:
+    """A PNG scatter of 2-D samples (orange) over data (grey), both in [-1, 1]^2 (slightly padded)."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(image)
+    for points, colour in ((data, DATA_RGB), (samples, SAMPLE_RGB)):
+        if points is None:
+            continue
+        xy = _to_canvas(points, size, size)
+        for x, y in xy.tolist():
+            draw.ellipse((x - 1, y - 1, x + 1, y + 1), fill=colour)
+    image.save(path)
+    return path
+
+
+def save_samples(samples: torch.Tensor, path: Path, data: torch.Tensor | None = None) -> Path:
+    """An image grid for images, a scatter for 2-D points."""
+    if is_image_batch(samples):
+        return save_grid(samples, path)
+    return save_scatter(samples.reshape(len(samples), -1)[:, :2], None if data is None else data.reshape(len(data), -1)[:, :2], path)
+
+
+def _to_canvas(points: torch.Tensor, width: int, height: int, lim: float = 1.1) -> torch.Tensor:
+    p = points.detach().float().cpu()
+    x = ((p[:, 0] + lim) / (2 * lim) * (width - 1)).round()
+    y = ((lim - p[:, 1]) / (2 * lim) * (height - 1)).round()
+    keep = (x >= 0) & (x < width) & (y >= 0) & (y < height)
+    return torch.stack([x[keep], y[keep]], dim=1).long()
+
+
+# --- the terminal ---------------------------------------------------------------------
+
+
+class TerminalImage:
+    """A Rich renderable drawing an image grid with half blocks, fitted to the console width."""
+
+    def __init__(self, images: torch.Tensor, nrow: int | None = None) -> None:
+        self.grid = tile(images, nrow, border=1, background=0)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        grid = self.grid
+        step = max(1, math.ceil(grid.shape[1] / max(options.max_width, 1)))
+        grid = grid[::step, ::step]
+        if grid.shape[0] % 2:
+            grid = torch.cat([grid, torch.zeros_like(grid[:1])])
+        colour = console.color_system is not None and not console.no_color
+        rows = grid.tolist()
+        for top, bottom in zip(rows[0::2], rows[1::2]):
+            if colour:
+                for upper, lower in zip(top, bottom):
+                    yield Segment("▀", Style(color=f"rgb({upper[0]},{upper[1]},{upper[2]})", bgcolor=f"rgb({lower[0]},{lower[1]},{lower[2]})"))
+            else:
+                line = "".join(SHADES[min(len(SHADES) - 1, (sum(u) + sum(b)) * len(SHADES) // (6 * 256))] for u, b in zip(top, bottom))
+                yield Segment(line)
+            yield Segment.line()
+
+
+class TerminalScatter:
+    """A Rich renderable drawing 2-D samples over data with braille dots (2x4 per cell)."""
+
+    BRAILLE = ((0x01, 0x08), (0x02, 0x10), (0x04, 0x20), (0x40, 0x80))
+
+    def __init__(self, samples: torch.Tensor, data: torch.Tensor | None = None, height: int = 16) -> None:
+        self.samples, self.data, self.height = samples, data, height
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        cols = max(4, min(options.max_width, 2 * self.height + 2 * self.height // 2))
+        rows = self.height
+        width, height = 2 * cols, 4 * rows
+        cells = [[0] * cols for _ in range(rows)]
+        owner = [[""] * cols for _ in range(rows)]
+        for points, tag in ((self.data, "data"), (self.samples, "samples")):
+            if points is None:
+                continue
+            for x, y in _to_canvas(points, width, height).tolist():
+                r, c = y // 4, x // 2
+                cells[r][c] |= self.BRAILLE[y % 4][x % 2]
+                owner[r][c] = tag
+        colour = console.color_system is not None and not console.no_color
+        styles = {"data": Style(color="grey50"), "samples": Style(color="rgb(230,80,40)", bold=True), "": Style()}
+        for r in range(rows):
+            for c in range(cols):
+                char = chr(0x2800 + cells[r][c]) if cells[r][c] else " "
+                yield Segment(char, styles[owner[r][c]] if colour else None)
+            yield Segment.line()
+
+
+def terminal_samples(samples: torch.Tensor, data: torch.Tensor | None = None):
+    """The right terminal picture for a batch: an image grid or a scatter."""
+    if is_image_batch(samples):
+        return TerminalImage(samples[:64])
+    return TerminalScatter(samples[:, :2], None if data is None else data[:, :2])
+
+
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float], width: int = 40) -> Text:
+    """A one-line plot of a series (e.g. the loss), resampled to `width` characters."""
+    if not values:
+        return Text("")
+    step = max(1, math.ceil(len(values) / width))
+    points = [sum(values[i : i + step]) / len(values[i : i + step]) for i in range(0, len(values), step)]
+    lo, hi = min(points), max(points)
+    span = (hi - lo) or 1.0
+    return Text("".join(SPARKS[round((v - lo) / span * (len(SPARKS) - 1))] for v in points), style="cyan")

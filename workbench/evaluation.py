@@ -1,0 +1,63 @@
+"""Evaluation: what a metric is given, and running the experiment's metrics.
+
+A metric's `compute(evaluation)` reads what it needs from an `Evaluation`:
+the EMA model, the diffusion process, held-out data with its `levels`, and
+samples from the experiment's sampler, drawn once and shared by every
+metric that asks for them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from workbench.components import Metric, Sampler
+from workbench.diffusion import Diffusion
+from workbench.pipeline import Pipeline
+
+
+@dataclass
+class Evaluation:
+    """Inputs to metrics; `samples` are drawn lazily, once."""
+
+    model: Callable
+    diffusion: Diffusion
+    data: torch.Tensor
+    levels: int | None
+    sampler: Sampler
+    num_samples: int
+    batch_size: int = 1000
+    seed: int = 0
+    labels: torch.Tensor | None = None
+    progress: Callable[[str], None] | None = None
+    _samples: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.data.device
+
+    def generator(self, offset: int = 0) -> torch.Generator:
+        """A fresh seeded generator, so each metric's randomness is independent of the others' order."""
+        return torch.Generator(device=self.device).manual_seed(self.seed + offset)
+
+    @property
+    def samples(self) -> torch.Tensor:
+        if self._samples is None:
+            if self.progress:
+                self.progress(f"drawing {self.num_samples} samples with {self.sampler.name}")
+            shape = (self.num_samples, *self.data.shape[1:])
+            self._samples = Pipeline.draw(self.sampler, self.model, self.diffusion, shape, self.generator(), self.batch_size)
+        return self._samples
+
+
+def evaluate(metrics: tuple[Metric, ...] | list[Metric], evaluation: Evaluation) -> dict[str, float]:
+    """{metric name: value} for each metric, under no_grad."""
+    results: dict[str, Any] = {}
+    with torch.no_grad():
+        for metric in metrics:
+            if evaluation.progress:
+                evaluation.progress(f"computing {metric.name}")
+            results[metric.name] = float(metric.compute(evaluation))
+    return results

@@ -1,0 +1,90 @@
+"""An experiment's components assembled into things that run: data, diffusion, model, sampler.
+
+Training, evaluation and `Run.sample` all build from here, so a checkpoint
+always meets the same network it was trained with.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from workbench.components import Sampler
+from workbench.diffusion import Diffusion
+from workbench.errors import WorkbenchError
+from workbench.experiment import Experiment
+
+
+def resolve_device(requested: str | None) -> torch.device:
+    """'auto' -> CUDA when available, else CPU; asking for CUDA without it is an error."""
+    if requested in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise WorkbenchError(f"device '{requested}' was asked for, but CUDA is not available here", hint="use --device cpu")
+    return device
+
+
+class Pipeline:
+    """Diffusion process, network and data shape of one experiment on one device."""
+
+    def __init__(self, exp: Experiment, device: torch.device) -> None:
+        self.exp = exp
+        self.device = device
+        self.shape = tuple(exp.dataset.shape)
+        self.diffusion = Diffusion(exp.scheduler.betas(), exp.diffusion.prediction, exp.diffusion.variance)
+        out_channels = exp.loss.out_channels(self.shape[0], exp.diffusion.variance)
+        self.model = exp.backbone.build(self.shape, out_channels).to(device)
+        # The loss's own copy, told the data's levels (its decoder term needs them).
+        self.loss = exp.loss.for_data(exp.dataset.levels)
+
+    @property
+    def levels(self) -> int | None:
+        return self.exp.dataset.levels
+
+    def split_data(self, data: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(train, held-out): a seeded split keeping `eval.holdout` of the examples for evaluation."""
+        n_holdout = int(round(len(data) * self.exp.eval.holdout))
+        if n_holdout == 0:
+            return data, data
+        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(self.exp.seed))
+        return data[order[n_holdout:]], data[order[:n_holdout]]
+
+    @staticmethod
+    def draw(
+        sampler: Sampler,
+        model: Callable,
+        diffusion: Diffusion,
+        shape: tuple[int, ...],
+        generator: torch.Generator,
+        batch_size: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        return_trajectory: bool = False,
+    ) -> Any:
+        """Samples of `shape` in batches of at most `batch_size` (the trajectory of the first batch only)."""
+        n = shape[0]
+        batch_size = batch_size or n
+        outputs, trajectory = [], None
+        for start in range(0, n, batch_size):
+            size = min(batch_size, n - start)
+            result = sampler.sample(
+                model, diffusion, (size, *shape[1:]), generator=generator, progress=progress,
+                return_trajectory=return_trajectory and start == 0,
+            )
+            if isinstance(result, tuple):
+                result, trajectory = result
+            outputs.append(result)
+        samples = torch.cat(outputs)
+        return (samples, trajectory) if return_trajectory else samples
+
+
+def build_sampler(exp: Experiment, name: str | None = None, options: dict[str, Any] | None = None) -> Sampler:
+    """The experiment's sampler with `options` changed, or another registered sampler."""
+    from workbench.registry import default_registry, validate_component
+
+    options = options or {}
+    if name is None or name == exp.sampler.name:
+        entry = default_registry().get("sampler", f"{exp.providers['sampler'].plugin}:{exp.sampler.name}")
+        return validate_component(entry, {**exp.sampler.model_dump(), **options})
+    return default_registry().build("sampler", name, **options)

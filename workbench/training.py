@@ -1,0 +1,406 @@
+"""The training engine: `wb run` and `wb.train(exp)`.
+
+One loop, in the order a reader expects: draw a batch, compute the loss,
+step AdamW (warm-up, gradient clipping, accumulation), update the EMA of
+the weights, log, checkpoint, preview. Then sample from the EMA model,
+evaluate, and write the summary.
+
+Reproducibility: all randomness of training (batch indices, t, noise) comes
+from one seeded torch.Generator, and dropout from the global RNG; both
+states are in every checkpoint, so `--resume` continues bit for bit (on
+CPU). Ctrl-C only sets a flag; the loop stops at the next step boundary and
+writes a checkpoint, so an interrupted run is never half-updated.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import signal
+import time
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from workbench import runs
+from workbench.display import save_samples, sparkline, terminal_samples
+from workbench.errors import ConfigError, WorkbenchError
+from workbench.evaluation import Evaluation, evaluate
+from workbench.experiment import Experiment
+from workbench.pipeline import Pipeline, resolve_device
+
+
+class NonFiniteLoss(WorkbenchError):
+    """The loss became NaN or infinite."""
+
+
+class Interrupted(WorkbenchError):
+    """Ctrl-C: a checkpoint was written; the run can be resumed."""
+
+    exit_code = 130
+
+
+def train(
+    exp: Experiment,
+    *,
+    device: str | None = None,
+    runs_dir: str | Path | None = None,
+    resume_dir: str | Path | None = None,
+    console: Console | None = None,
+    evaluate_at_end: bool = True,
+) -> runs.Run:
+    """Train `exp` in a new run directory (or continue `resume_dir`); returns the finished Run.
+
+    Raises Interrupted after Ctrl-C (a checkpoint is written) and NonFiniteLoss
+    when the loss stops being finite (the last good checkpoint is kept).
+    """
+    from workbench.settings import load_settings
+
+    settings = load_settings()
+    # Data and model first: a user mistake there must not leave an empty run directory behind.
+    trainer = Trainer(exp, resolve_device(device or settings.device), console or Console(quiet=True))
+    if resume_dir is not None:
+        trainer.resume(Path(resume_dir))
+    else:
+        trainer.start(runs.new_run_dir(Path(runs_dir or settings.runs_dir), exp.name))
+    return trainer.fit(evaluate_at_end=evaluate_at_end)
+
+
+class Trainer:
+    """Holds the model, its EMA, the optimizer and the data of one run."""
+
+    def __init__(self, exp: Experiment, device: torch.device, console: Console) -> None:
+        spec = exp.train
+        if spec.batch_size % spec.accumulate:
+            raise ConfigError(
+                f"experiment '{exp.name}': train.batch_size ({spec.batch_size}) must be divisible by "
+                f"train.accumulate ({spec.accumulate})"
+            )
+        self.exp, self.device, self.console = exp, device, console
+        torch.manual_seed(exp.seed)  # the network's initialisation
+        self.pipeline = Pipeline(exp, device)
+        self.model, self.diffusion, self.loss = self.pipeline.model, self.pipeline.diffusion, self.pipeline.loss
+        self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.parameters = sum(p.numel() for p in self.model.parameters())
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+        self.generator = torch.Generator(device=device).manual_seed(exp.seed)
+        self.forward = torch.compile(self.model) if spec.compile else self.model
+        self.autocast = spec.precision == "bf16" and device.type == "cuda"
+        if spec.precision == "bf16" and not self.autocast:
+            console.print("[yellow]note:[/] bf16 autocast needs CUDA; training in fp32 on the CPU")
+        self.train_data, self.eval_data = self._load_data()
+        self.step = 0
+        self.wall_time = 0.0
+        self.losses: list[float] = []
+        self.stop_requested = False
+        self.run_dir = Path()
+
+    def start(self, run_dir: Path) -> None:
+        """A new run: store the resolved experiment in its (fresh) directory."""
+        self.run_dir = run_dir
+        (run_dir / runs.EXPERIMENT).write_text(self.exp.to_toml())
+
+    def resume(self, run_dir: Path) -> None:
+        """Continue `run_dir` from its checkpoint: weights, optimizer, step and every RNG state."""
+        self.run_dir = run_dir
+        self._restore(runs.load_checkpoint(run_dir / runs.CHECKPOINT))
+
+    # --- data -----------------------------------------------------------------------
+
+    def _load_data(self) -> tuple[Any, torch.Tensor]:
+        data = self.exp.dataset.load()
+        if isinstance(data, torch.Tensor):
+            train, held_out = self.pipeline.split_data(data)
+            return train.to(self.device), held_out.to(self.device)
+        # A large set streams through a DataLoader; evaluation uses its first examples.
+        n_eval = max(1, min(len(data), self.exp.eval.samples))
+        held_out = torch.stack([data[i] for i in range(n_eval)])
+        return data, held_out.to(self.device)
+
+    def _batches(self, size: int) -> Iterator[torch.Tensor]:
+        """Endless batches: random indices into an in-memory tensor, or a shuffling DataLoader."""
+        if isinstance(self.train_data, torch.Tensor):
+            n = len(self.train_data)
+            while True:
+                yield self.train_data[torch.randint(n, (size,), device=self.device, generator=self.generator)]
+        loader = torch.utils.data.DataLoader(
+            self.train_data, batch_size=size, shuffle=True, drop_last=True,
+            num_workers=min(4, torch.get_num_threads()), pin_memory=self.device.type == "cuda",
+            generator=torch.Generator().manual_seed(self.exp.seed + self.step),
+        )
+        while True:
+            for batch in loader:
+                yield (batch[0] if isinstance(batch, (tuple, list)) else batch).to(self.device, non_blocking=True)
+
+    # --- one optimizer step ------------------------------------------------------------
+
+    def learning_rate(self, step: int) -> float:
+        """Linear warm-up to the peak rate over `train.warmup` steps, then constant."""
+        warmup = self.exp.train.warmup
+        return self.exp.train.lr * min(1.0, (step + 1) / warmup) if warmup else self.exp.train.lr
+
+    def train_step(self, batches: Iterator[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step over `accumulate` micro-batches.
+
+        Returns the mean loss (a device scalar) and the loss summed and counted
+        per quarter of the timesteps [2, 4], without a host sync.
+        """
+        spec = self.exp.train
+        T = self.diffusion.num_timesteps
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate(self.step)
+        self.optimizer.zero_grad(set_to_none=True)
+        total = torch.zeros((), device=self.device)
+        by_quarter = torch.zeros(2, 4, device=self.device)
+        for _ in range(spec.accumulate):
+            x0 = next(batches)
+            t, _ = self.loss.sample_timesteps(len(x0), T, self.device, self.generator)
+            with torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast else nullcontext():
+                losses = self.loss(self.forward, self.diffusion, x0, generator=self.generator, t=t)
+            loss = losses.mean()
+            (loss / spec.accumulate).backward()
+            total += loss.detach().float() / spec.accumulate
+            quarter = t * 4 // T
+            by_quarter[0].index_add_(0, quarter, losses.detach().float())
+            by_quarter[1].index_add_(0, quarter, torch.ones_like(quarter, dtype=torch.float))
+        if spec.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), spec.grad_clip)
+        self.optimizer.step()
+        self._update_ema()
+        self.step += 1
+        return total, by_quarter
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        """ema <- d * ema + (1 - d) * weights, with d warmed up as min(ema, (1 + n) / (10 + n))
+        so that short runs are not dominated by the random initialisation."""
+        decay = min(self.exp.train.ema, (1 + self.step) / (10 + self.step))
+        ema_params = list(self.ema.parameters())
+        torch._foreach_lerp_(ema_params, list(self.model.parameters()), 1.0 - decay)
+        for ema_buffer, buffer in zip(self.ema.buffers(), self.model.buffers()):
+            ema_buffer.copy_(buffer)
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def fit(self, evaluate_at_end: bool = True) -> runs.Run:
+        from workbench.registry import default_registry
+
+        hooks = default_registry().pm.hook
+        run = runs.Run(self.run_dir)
+        spec = self.exp.train
+        self._write_summary("running")
+        hooks.on_run_start(run=run)
+        self.console.print(
+            f"[bold]{self.exp.name}[/]: {self.exp.description}\n"
+            f"run {self.run_dir}  ·  {self.parameters:,} parameters  ·  device {self.device}",
+            soft_wrap=True,
+        )
+        try:
+            with self._deferred_interrupt(), self._progress() as progress:
+                task = progress.add_task("training", total=spec.steps, completed=self.step, loss=float("nan"))
+                self._loop(progress, task, hooks, run)
+            if self.stop_requested:
+                raise KeyboardInterrupt
+            self._checkpoint()
+            status = "done"
+            summary = self._finish(evaluate_at_end)
+        except KeyboardInterrupt:
+            self._checkpoint()
+            self._write_summary("interrupted")
+            hooks.on_run_end(run=run, status="interrupted", summary=self.summary("interrupted"))
+            raise Interrupted(
+                f"interrupted at step {self.step}; checkpoint written to {self.run_dir / runs.CHECKPOINT}",
+                hint=f"resume with `wb run {self.exp.name} --resume`",
+            ) from None
+        except NonFiniteLoss:
+            self._write_summary("failed")
+            hooks.on_run_end(run=run, status="failed", summary=self.summary("failed"))
+            raise
+        hooks.on_run_end(run=run, status=status, summary=summary)
+        return run
+
+    def _loop(self, progress: Progress, task: Any, hooks: Any, run: runs.Run) -> None:
+        spec = self.exp.train
+        batches = self._batches(spec.batch_size // spec.accumulate)
+        window: list[torch.Tensor] = []
+        window_quarters = torch.zeros(2, 4, device=self.device)
+        started, window_start, window_steps = time.perf_counter(), time.perf_counter(), 0
+        last_good = self.step
+        while self.step < spec.steps and not self.stop_requested:
+            loss, by_quarter = self.train_step(batches)
+            window.append(loss)
+            window_quarters += by_quarter
+            window_steps += 1
+            progress.update(task, completed=self.step)
+            if self.step % spec.log_every == 0 or self.step == spec.steps:
+                losses = torch.stack(window).tolist()
+                bad = [i for i, value in enumerate(losses) if not math.isfinite(value)]
+                if bad:
+                    failed_at = self.step - len(losses) + bad[0] + 1
+                    raise NonFiniteLoss(
+                        f"the loss became {losses[bad[0]]} at step {failed_at}; training stopped",
+                        hint=f"the last good checkpoint (step {last_good}) is kept in {self.run_dir}; "
+                        "try a lower train.lr or train.grad_clip",
+                    )
+                now = time.perf_counter()
+                record = {
+                    "step": self.step,
+                    "loss": sum(losses) / len(losses),
+                    "lr": self.learning_rate(self.step - 1),
+                    "steps_per_s": window_steps / max(now - window_start, 1e-9),
+                }
+                sums, counts = window_quarters.tolist()
+                for q in range(4):  # the loss by timestep quarter shows where the model struggles
+                    record[f"loss_q{q}"] = sums[q] / counts[q] if counts[q] else None
+                window_quarters.zero_()
+                self.wall_time += now - window_start
+                window, window_start, window_steps = [], now, 0
+                self.losses.append(record["loss"])
+                runs.append_metrics(self.run_dir, record)
+                hooks.on_log(run=run, step=self.step, metrics=record)
+                progress.update(task, loss=self._smoothed_loss())
+                if self.step % spec.checkpoint_every == 0:
+                    self._checkpoint()
+                    last_good = self.step
+                if spec.sample_every and self.step % spec.sample_every == 0 and self.step < spec.steps:
+                    self._preview(progress.console, f"samples at step {self.step}")
+        self.wall_time += time.perf_counter() - window_start if window_steps else 0.0
+        del started
+
+    def _smoothed_loss(self, alpha: float = 0.3) -> float:
+        smoothed = self.losses[0]
+        for value in self.losses[1:]:
+            smoothed = alpha * value + (1 - alpha) * smoothed
+        return smoothed
+
+    @contextmanager
+    def _deferred_interrupt(self):
+        """Ctrl-C sets a flag that the loop checks between steps; a second Ctrl-C interrupts at once."""
+        def request_stop(signum, frame):
+            if self.stop_requested:
+                raise KeyboardInterrupt
+            self.stop_requested = True
+
+        try:
+            previous = signal.signal(signal.SIGINT, request_stop)
+        except ValueError:  # not the main thread: leave Ctrl-C as it is
+            yield
+            return
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _progress(self) -> Progress:
+        return Progress(
+            TextColumn("[bold blue]{task.description}"),
+            BarColumn(),
+            TextColumn("step {task.completed}/{task.total}"),
+            TextColumn("loss {task.fields[loss]:.4f}"),
+            _RateColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+        )
+
+    # --- checkpoints -------------------------------------------------------------------------
+
+    def _checkpoint(self) -> None:
+        runs.save_checkpoint(self.run_dir / runs.CHECKPOINT, {
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "loss_state": self.loss.state_dict(),
+            "wall_time": self.wall_time,
+            "losses": self.losses,
+        })
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.loss.load_state_dict(state["loss_state"])
+        self.step, self.wall_time, self.losses = state["step"], state["wall_time"], list(state["losses"])
+        runs.truncate_metrics(self.run_dir, self.step)
+        self.console.print(f"resuming {self.run_dir} from step {self.step}")
+
+    # --- the end of a run ----------------------------------------------------------------------
+
+    def _preview(self, console: Console, title: str) -> torch.Tensor:
+        samples = self._sample(self.exp.train.preview if self.pipeline.shape != (2,) else 1000)
+        console.print(f"[bold]{title}[/]")
+        console.print(terminal_samples(samples, self.eval_data))
+        return samples
+
+    def _sample(self, n: int) -> torch.Tensor:
+        generator = torch.Generator(device=self.device).manual_seed(self.exp.seed + 12345)
+        return Pipeline.draw(self.exp.sampler, self.ema, self.diffusion, (n, *self.pipeline.shape), generator, self.exp.eval.batch_size)
+
+    def _finish(self, evaluate_at_end: bool) -> dict[str, Any]:
+        samples = self._preview(self.console, f"samples from the EMA model ({self.exp.sampler.name})")
+        path = save_samples(samples, self.run_dir / "samples.png", data=self.eval_data)
+        self.console.print(f"sample grid written to {path}", soft_wrap=True)
+        metrics: dict[str, float] = {}
+        if evaluate_at_end and self.exp.metrics:
+            evaluation = Evaluation(
+                model=self.ema, diffusion=self.diffusion, data=self.eval_data, levels=self.pipeline.levels,
+                sampler=self.exp.sampler, num_samples=self.exp.eval.samples, batch_size=self.exp.eval.batch_size,
+                seed=self.exp.seed, progress=lambda msg: self.console.print(f"[dim]{msg}…[/]"),
+            )
+            metrics = evaluate(self.exp.metrics, evaluation)
+        summary = self._write_summary("done", metrics)
+        self._print_summary(summary)
+        return summary
+
+    def summary(self, status: str, metrics: dict[str, float] | None = None) -> dict[str, Any]:
+        previous = runs.read_json(self.run_dir / runs.SUMMARY)
+        return {
+            "experiment": self.exp.name,
+            "run_id": self.run_dir.name,
+            "status": status,
+            "step": self.step,
+            "steps": self.exp.train.steps,
+            "wall_time": round(self.wall_time, 3),
+            "device": str(self.device),
+            "parameters": self.parameters,
+            "final_loss": self._smoothed_loss() if self.losses else None,
+            "metrics": {**previous.get("metrics", {}), **(metrics or {})},
+        }
+
+    def _write_summary(self, status: str, metrics: dict[str, float] | None = None) -> dict[str, Any]:
+        summary = self.summary(status, metrics)
+        runs.write_json(self.run_dir / runs.SUMMARY, summary)
+        return summary
+
+    def _print_summary(self, summary: dict[str, Any]) -> None:
+        table = Table(title=f"{self.exp.name} · {self.run_dir.name}", title_justify="left", show_header=False)
+        table.add_column(style="bold")
+        table.add_column()
+        table.add_row("steps", f"{summary['step']:,}")
+        table.add_row("wall time", f"{summary['wall_time']:.1f} s")
+        table.add_row("loss", sparkline(self.losses) + f"  {summary['final_loss']:.4f}" if self.losses else "-")
+        for name, value in summary["metrics"].items():
+            table.add_row(name, f"{value:.4f}")
+        self.console.print(table)
+        self.console.print(f"run directory: {self.run_dir}", soft_wrap=True)
+
+
+class _RateColumn(ProgressColumn):
+    """Steps per second, once Rich has measured it."""
+
+    def render(self, task: Any) -> Text:
+        return Text(f"{task.speed:.1f} steps/s" if task.speed else "", style="progress.data.speed")
