@@ -61,3 +61,15 @@ def evaluate(metrics: tuple[Metric, ...] | list[Metric], evaluation: Evaluation)
                 evaluation.progress(f"computing {metric.name}")
             results[metric.name] = float(metric.compute(evaluation))
     return results
+
+
+def make_evaluation(pipeline: Pipeline, model: Callable, held_out: torch.Tensor, progress: Any = None,
+                    num_samples: int | None = None, sampler: Sampler | None = None) -> Evaluation:
+    """The Evaluation of a trained model of `pipeline`'s experiment (a Rich console for progress lines)."""
+    exp = pipeline.exp
+    return Evaluation(
+        model=model, diffusion=pipeline.diffusion, data=held_out, levels=pipeline.levels,
+        sampler=sampler or exp.sampler, num_samples=num_samples or exp.eval.samples,
+        batch_size=exp.eval.batch_size, seed=exp.seed,
+        progress=(lambda msg: progress.print(f"[dim]{msg}…[/]")) if progress is not None else None,
+    )

@@ -43,13 +43,22 @@ class Pipeline:
     def levels(self) -> int | None:
         return self.exp.dataset.levels
 
-    def split_data(self, data: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(train, held-out): a seeded split keeping `eval.holdout` of the examples for evaluation."""
-        n_holdout = int(round(len(data) * self.exp.eval.holdout))
-        if n_holdout == 0:
-            return data, data
-        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(self.exp.seed))
-        return data[order[n_holdout:]], data[order[:n_holdout]]
+    def load_data(self) -> tuple[Any, torch.Tensor]:
+        """(training data, held-out data on the device).
+
+        An in-memory set is one tensor on the device, split by a seeded permutation
+        that keeps `eval.holdout` of it for evaluation. A large set (a torch
+        Dataset) streams; its first `eval.samples` examples are the held-out set.
+        """
+        data = self.exp.dataset.load()
+        if isinstance(data, torch.Tensor):
+            n_holdout = int(round(len(data) * self.exp.eval.holdout))
+            if n_holdout == 0:
+                return data.to(self.device), data.to(self.device)
+            order = torch.randperm(len(data), generator=torch.Generator().manual_seed(self.exp.seed))
+            return data[order[n_holdout:]].to(self.device), data[order[:n_holdout]].to(self.device)
+        n_eval = max(1, min(len(data), self.exp.eval.samples))
+        return data, torch.stack([example_tensor(data[i]) for i in range(n_eval)]).to(self.device)
 
     @staticmethod
     def draw(
@@ -88,3 +97,8 @@ def build_sampler(exp: Experiment, name: str | None = None, options: dict[str, A
         entry = default_registry().get("sampler", f"{exp.providers['sampler'].plugin}:{exp.sampler.name}")
         return validate_component(entry, {**exp.sampler.model_dump(), **options})
     return default_registry().build("sampler", name, **options)
+
+
+def example_tensor(item: Any) -> torch.Tensor:
+    """A dataset item's data tensor (datasets may return (data, label) pairs)."""
+    return item[0] if isinstance(item, (tuple, list)) else item

@@ -31,9 +31,9 @@ from rich.text import Text
 from workbench import runs
 from workbench.display import save_samples, sparkline, terminal_samples
 from workbench.errors import ConfigError, WorkbenchError
-from workbench.evaluation import Evaluation, evaluate
+from workbench.evaluation import evaluate, make_evaluation
 from workbench.experiment import Experiment
-from workbench.pipeline import Pipeline, resolve_device
+from workbench.pipeline import Pipeline, example_tensor, resolve_device
 
 
 class NonFiniteLoss(WorkbenchError):
@@ -94,7 +94,7 @@ class Trainer:
         self.autocast = spec.precision == "bf16" and device.type == "cuda"
         if spec.precision == "bf16" and not self.autocast:
             console.print("[yellow]note:[/] bf16 autocast needs CUDA; training in fp32 on the CPU")
-        self.train_data, self.eval_data = self._load_data()
+        self.train_data, self.eval_data = self.pipeline.load_data()
         self.step = 0
         self.wall_time = 0.0
         self.losses: list[float] = []
@@ -113,16 +113,6 @@ class Trainer:
 
     # --- data -----------------------------------------------------------------------
 
-    def _load_data(self) -> tuple[Any, torch.Tensor]:
-        data = self.exp.dataset.load()
-        if isinstance(data, torch.Tensor):
-            train, held_out = self.pipeline.split_data(data)
-            return train.to(self.device), held_out.to(self.device)
-        # A large set streams through a DataLoader; evaluation uses its first examples.
-        n_eval = max(1, min(len(data), self.exp.eval.samples))
-        held_out = torch.stack([data[i] for i in range(n_eval)])
-        return data, held_out.to(self.device)
-
     def _batches(self, size: int) -> Iterator[torch.Tensor]:
         """Endless batches: random indices into an in-memory tensor, or a shuffling DataLoader."""
         if isinstance(self.train_data, torch.Tensor):
@@ -136,7 +126,7 @@ class Trainer:
         )
         while True:
             for batch in loader:
-                yield (batch[0] if isinstance(batch, (tuple, list)) else batch).to(self.device, non_blocking=True)
+                yield example_tensor(batch).to(self.device, non_blocking=True)
 
     # --- one optimizer step ------------------------------------------------------------
 
@@ -195,16 +185,17 @@ class Trainer:
         run = runs.Run(self.run_dir)
         spec = self.exp.train
         self._write_summary("running")
-        hooks.on_run_start(run=run)
-        self.console.print(
-            f"[bold]{self.exp.name}[/]: {self.exp.description}\n"
-            f"run {self.run_dir}  ·  {self.parameters:,} parameters  ·  device {self.device}",
-            soft_wrap=True,
-        )
         try:
-            with self._deferred_interrupt(), self._progress() as progress:
-                task = progress.add_task("training", total=spec.steps, completed=self.step, loss=float("nan"))
-                self._loop(progress, task, hooks, run)
+            with self._deferred_interrupt():
+                hooks.on_run_start(run=run)
+                self.console.print(
+                    f"[bold]{self.exp.name}[/]: {self.exp.description}\n"
+                    f"run {self.run_dir}  ·  {self.parameters:,} parameters  ·  device {self.device}",
+                    soft_wrap=True,
+                )
+                with self._progress() as progress:
+                    task = progress.add_task("training", total=spec.steps, completed=self.step, loss=float("nan"))
+                    self._loop(progress, task, hooks, run)
             if self.stop_requested:
                 raise KeyboardInterrupt
             self._checkpoint()
@@ -340,28 +331,24 @@ class Trainer:
 
     # --- the end of a run ----------------------------------------------------------------------
 
-    def _preview(self, console: Console, title: str) -> torch.Tensor:
-        samples = self._sample(self.exp.train.preview if self.pipeline.shape != (2,) else 1000)
+    def _preview(self, console: Console, title: str) -> None:
+        """Samples from the EMA model in the terminal, during training (a fixed seed, so they are comparable)."""
+        n = self.exp.train.preview if len(self.pipeline.shape) > 1 else 1000
+        generator = torch.Generator(device=self.device).manual_seed(self.exp.seed + 12345)
+        samples = Pipeline.draw(self.exp.sampler, self.ema, self.diffusion, (n, *self.pipeline.shape), generator, self.exp.eval.batch_size)
         console.print(f"[bold]{title}[/]")
         console.print(terminal_samples(samples, self.eval_data))
-        return samples
-
-    def _sample(self, n: int) -> torch.Tensor:
-        generator = torch.Generator(device=self.device).manual_seed(self.exp.seed + 12345)
-        return Pipeline.draw(self.exp.sampler, self.ema, self.diffusion, (n, *self.pipeline.shape), generator, self.exp.eval.batch_size)
 
     def _finish(self, evaluate_at_end: bool) -> dict[str, Any]:
-        samples = self._preview(self.console, f"samples from the EMA model ({self.exp.sampler.name})")
-        path = save_samples(samples, self.run_dir / "samples.png", data=self.eval_data)
+        """Draw `eval.samples` once: they are the picture and what the sample-quality metrics score."""
+        evaluation = make_evaluation(self.pipeline, self.ema, self.eval_data, progress=self.console)
+        samples = evaluation.samples
+        shown = samples if samples.ndim == 2 else samples[: self.exp.train.preview]
+        self.console.print(f"[bold]samples from the EMA model ({self.exp.sampler.name})[/]")
+        self.console.print(terminal_samples(shown, self.eval_data))
+        path = save_samples(shown, self.run_dir / "samples.png", data=self.eval_data)
         self.console.print(f"sample grid written to {path}", soft_wrap=True)
-        metrics: dict[str, float] = {}
-        if evaluate_at_end and self.exp.metrics:
-            evaluation = Evaluation(
-                model=self.ema, diffusion=self.diffusion, data=self.eval_data, levels=self.pipeline.levels,
-                sampler=self.exp.sampler, num_samples=self.exp.eval.samples, batch_size=self.exp.eval.batch_size,
-                seed=self.exp.seed, progress=lambda msg: self.console.print(f"[dim]{msg}…[/]"),
-            )
-            metrics = evaluate(self.exp.metrics, evaluation)
+        metrics = evaluate(self.exp.metrics, evaluation) if evaluate_at_end else {}
         summary = self._write_summary("done", metrics)
         self._print_summary(summary)
         return summary
