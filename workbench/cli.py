@@ -20,7 +20,7 @@ from typer.core import TyperGroup
 
 from workbench.errors import WorkbenchError
 
-out = Console(highlight=False)
+console = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
 
@@ -70,6 +70,9 @@ def make_app() -> typer.Typer:
     app.command("list")(list_components)
     app.command("plugins")(plugins)
     app.command("init")(init)
+    app.command("sample")(sample)
+    app.command("eval")(evaluate_run)
+    app.command("runs")(list_runs)
     from workbench.registry import default_registry
 
     default_registry().pm.hook.register_commands(app=app)
@@ -97,7 +100,7 @@ def run(
         exp = load_experiment(experiment, file=resume_dir / runs.EXPERIMENT, overrides=set_ or [])
     else:
         exp = load_experiment(experiment, file=file, overrides=set_ or [])
-    training.train(exp, device=device, resume_dir=resume_dir, console=out)
+    training.train(exp, device=device, resume_dir=resume_dir, console=console)
 
 
 def show(
@@ -161,13 +164,13 @@ def list_components(
         table.add_row(shown_kind, e.name, e.provider.plugin, dist, e.cls.summary())
         previous_kind = e.kind
     if not entries:
-        out.print(f"no {registry.kind(kind) if kind else ''} components are registered")
+        console.print(f"no {registry.kind(kind) if kind else ''} components are registered")
         return
     if not verbose:
-        out.print(table)
+        console.print(table)
         return
     for e in entries:
-        out.print(_options_table(e))
+        console.print(_options_table(e))
 
 
 def _options_table(entry: Any) -> Table:
@@ -214,7 +217,7 @@ def plugins(as_json: bool = JsonOption) -> None:
     for p in sorted(infos, key=lambda p: p.name):
         status = Text("ok", style="green") if p.error is None else Text(f"error: {p.error}", style="red")
         table.add_row(p.name, p.distribution or "-", p.version or "-", ", ".join(p.hooks) or "-", status)
-    out.print(table)
+    console.print(table)
 
 
 # --- wb init ---------------------------------------------------------------------------------
@@ -230,7 +233,166 @@ def init(
         raise WorkbenchError(f"{path} already exists; not overwriting it", hint="pass another path: `wb init my.toml`")
     starter = resources.files("workbench").joinpath("starter_experiments.toml").read_text(encoding="utf-8")
     path.write_text(starter, encoding="utf-8")
-    out.print(f"wrote {path}: try `wb show exp1` and `wb run exp1`")
+    console.print(f"wrote {path}: try `wb show exp1` and `wb run exp1`")
+
+
+# --- wb sample / wb eval / wb runs ------------------------------------------------------------
+
+RunArgument = typer.Argument(..., help="a run directory, a run id (or EXPERIMENT/ID), or an experiment name (its latest run)")
+DeviceOption = typer.Option(None, help="auto, cpu, cuda or cuda:N (default: WB_DEVICE or auto)")
+
+
+def _find_run(ref: str):
+    from workbench import runs
+    from workbench.settings import load_settings
+
+    return runs.find_run(ref, load_settings().runs_dir)
+
+
+def _device(device: str | None):
+    from workbench.pipeline import resolve_device
+    from workbench.settings import load_settings
+
+    return resolve_device(device or load_settings().device)
+
+
+def sample(
+    run_ref: str = RunArgument,
+    n: int = typer.Option(64, "-n", min=1, help="number of samples"),
+    sampler: Optional[str] = typer.Option(None, help="a registered sampler (default: the experiment's)"),
+    steps: Optional[int] = typer.Option(None, min=1, help="sampler steps (model evaluations)"),
+    seed: int = typer.Option(0, help="seed of the sampler's generator"),
+    option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="other sampler option, e.g. -o eta=1.0", metavar="KEY=VALUE"),
+    out: Optional[Path] = typer.Option(None, "--out", help="PNG to write (default: in the run directory)"),
+    npz: bool = typer.Option(False, "--npz", help="also write the raw samples as .npz beside the PNG"),
+    device: Optional[str] = DeviceOption,
+) -> None:
+    """Draw samples from a run's EMA model with any sampler; show them and write a PNG."""
+    import time
+
+    from workbench.display import save_samples, terminal_samples
+    from workbench.toml_io import parse_value
+
+    run = _find_run(run_ref)
+    options: dict[str, Any] = {}
+    for text in option or []:
+        key, sep, value = text.partition("=")
+        if not sep:
+            raise WorkbenchError(f"--option '{text}': expected KEY=VALUE, e.g. --option eta=1.0")
+        try:
+            options[key.strip()] = parse_value(value.strip())
+        except ValueError as exc:
+            raise WorkbenchError(f"--option '{text}': {exc}") from None
+    if steps is not None:
+        options["steps"] = steps
+    start = time.perf_counter()
+    samples = run.sample(n, sampler=sampler, seed=seed, device=_device(device), **options)
+    seconds = time.perf_counter() - start
+    name = sampler or run.experiment.sampler.name
+    path = out or _unused(run.dir / f"samples-{name}{f'-{steps}' if steps else ''}-seed{seed}.png")
+    save_samples(samples, path)
+    if npz:
+        import numpy as np
+
+        np.savez_compressed(path.with_suffix(".npz"), samples=samples.cpu().numpy())
+    console.print(terminal_samples(samples))
+    console.print(f"{n} samples with {name} in {seconds:.1f} s -> {path}", soft_wrap=True)
+
+
+def _unused(path: Path) -> Path:
+    """`path`, or path-1, path-2, ... if it exists: sampling never overwrites an earlier picture."""
+    candidate, n = path, 0
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    return candidate
+
+
+def evaluate_run(
+    run_ref: str = RunArgument,
+    metric: Optional[list[str]] = typer.Option(None, "--metric", "-m", help="metric to compute (repeat; default: the experiment's)"),
+    samples: Optional[int] = typer.Option(None, min=1, help="samples to draw for sample-quality metrics"),
+    sampler: Optional[str] = typer.Option(None, help="sampler for the samples (default: the experiment's)"),
+    device: Optional[str] = DeviceOption,
+) -> None:
+    """Evaluate a run's EMA model and add the results to its summary."""
+    from workbench import runs
+    from workbench.evaluation import evaluate, make_evaluation
+    from workbench.pipeline import build_sampler
+    from workbench.registry import default_registry
+
+    run = _find_run(run_ref)
+    pipeline = run.pipeline(_device(device))
+    metrics = [default_registry().build("metric", name) for name in metric] if metric else list(pipeline.exp.metrics)
+    if not metrics:
+        raise WorkbenchError("no metrics to compute: the experiment names none", hint="pass --metric NAME (`wb list metrics`)")
+    _, held_out = pipeline.load_data()
+    chosen = build_sampler(pipeline.exp, sampler)
+    evaluation = make_evaluation(pipeline, pipeline.model, held_out, progress=console, num_samples=samples, sampler=chosen)
+    results = evaluate(metrics, evaluation)
+    summary = run.summary
+    summary["metrics"] = {**summary.get("metrics", {}), **results}
+    runs.write_json(run.dir / runs.SUMMARY, summary)
+    runs.append_jsonl(run.dir / runs.EVALUATIONS, {"sampler": chosen.name, "samples": evaluation.num_samples, **results})
+    table = Table(title=f"{pipeline.exp.name} · {run.dir.name}", title_justify="left")
+    for column in ("metric", "value", "better"):
+        table.add_column(column)
+    for m in metrics:
+        table.add_row(m.name, f"{results[m.name]:.4f}", "higher" if m.higher_is_better else "lower")
+    console.print(table)
+
+
+def list_runs(
+    experiment: Optional[str] = typer.Argument(None, help="only this experiment's runs"),
+    compare: Optional[list[str]] = typer.Option(None, "--compare", help="two runs: the options that differ and the metrics side by side"),
+    as_json: bool = JsonOption,
+) -> None:
+    """List runs with their status, options and final metrics, or compare two."""
+    from workbench import runs
+    from workbench.settings import load_settings
+
+    runs_dir = load_settings().runs_dir
+    if compare:
+        if len(compare) != 2:
+            raise WorkbenchError("--compare takes two runs: --compare RUN_A --compare RUN_B")
+        a, b = (_find_run(ref) for ref in compare)
+        diff = runs.compare(a, b)
+        if as_json:
+            print_json(diff)
+            return
+        table = Table(title=f"A: {a.dir}\nB: {b.dir}", title_justify="left")
+        for column in ("", "A", "B"):
+            table.add_column(column, overflow="fold")
+        for key, (va, vb) in diff["options"].items():
+            table.add_row(key, _show(va), _show(vb))
+        table.add_section()
+        for key, (va, vb) in diff["metrics"].items():
+            table.add_row(key, _show(va), _show(vb))
+        console.print(table)
+        return
+    rows = [runs.describe(d) for d in runs.run_dirs(runs_dir, experiment)]
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        console.print(f"no runs under {runs_dir}" + (f" for '{experiment}'" if experiment else ""))
+        return
+    table = Table(title="Runs", title_justify="left")
+    for column in ("experiment", "id", "status", "steps", "time", "options", "metrics"):
+        table.add_column(column, overflow="fold")
+    for r in rows:
+        metrics = "  ".join(f"{k} {v:.4g}" for k, v in r["metrics"].items())
+        table.add_row(r["experiment"], r["id"], _status(r["status"]), f"{r['step']}/{r['steps']}", f"{r['wall_time']:.0f}s", r["options"], metrics)
+    console.print(table)
+
+
+def _show(value: Any) -> str:
+    return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _status(status: str) -> Text:
+    colour = {"done": "green", "running": "blue", "interrupted": "yellow", "failed": "red"}.get(status, "white")
+    return Text(status, style=colour)
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ CHECKPOINT = "checkpoint.pt"
 EXPERIMENT = "experiment.toml"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
+EVALUATIONS = "evaluations.jsonl"
 
 
 # --- run ids and directories ------------------------------------------------------
@@ -104,9 +105,13 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 # --- the metrics log ------------------------------------------------------------------
 
 
-def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
-    with open(run_dir / METRICS, "a") as f:
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
+
+
+def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
+    append_jsonl(run_dir / METRICS, record)
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -153,16 +158,14 @@ class Run:
     def checkpoint(self) -> dict[str, Any]:
         return load_checkpoint(self.dir / CHECKPOINT)
 
-    def load(self, device: str | torch.device = "cpu", ema: bool = True):
-        """(model, diffusion, experiment): the EMA weights by default, in eval mode."""
+    def pipeline(self, device: str | torch.device = "cpu", ema: bool = True):
+        """The experiment's Pipeline with the checkpoint's EMA (or raw) weights loaded, model in eval mode."""
         from workbench.pipeline import Pipeline
 
-        exp = self.experiment
-        pipeline = Pipeline(exp, device=torch.device(device))
-        state = self.checkpoint()
-        pipeline.model.load_state_dict(state["ema" if ema else "model"])
+        pipeline = Pipeline(self.experiment, device=torch.device(device))
+        pipeline.model.load_state_dict(self.checkpoint()["ema" if ema else "model"])
         pipeline.model.eval()
-        return pipeline.model, pipeline.diffusion, exp
+        return pipeline
 
     def sample(
         self,
@@ -176,10 +179,84 @@ class Run:
         """n samples from the EMA model with the experiment's sampler, or another with its options."""
         from workbench.pipeline import Pipeline, build_sampler
 
-        model, diffusion, exp = self.load(device)
-        chosen = build_sampler(exp, sampler, options)
+        pipeline = self.pipeline(device)
+        chosen = build_sampler(pipeline.exp, sampler, options)
         generator = torch.Generator(device=device).manual_seed(seed)
-        return Pipeline.draw(chosen, model, diffusion, (n, *exp.dataset.shape), generator, return_trajectory=return_trajectory)
+        return Pipeline.draw(
+            chosen, pipeline.model, pipeline.diffusion, (n, *pipeline.shape), generator,
+            batch_size=pipeline.exp.eval.batch_size, return_trajectory=return_trajectory,
+        )
+
+
+# --- listing and comparing runs ---------------------------------------------------------------
+
+KEY_OPTIONS = ("dataset.name", "scheduler.name", "backbone.name", "diffusion.prediction", "loss.name", "sampler.name")
+
+
+def _stored_experiment(run_dir: Path) -> dict[str, Any]:
+    """The run's resolved experiment as plain data (read as TOML: no plugins needed)."""
+    from workbench.toml_io import read_toml
+
+    data = read_toml(run_dir / EXPERIMENT)
+    return next(iter(data.values())) if data else {}
+
+
+def flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'train': {'lr': 1}} -> {'train.lr': 1}."""
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def describe(run_dir: Path) -> dict[str, Any]:
+    """One row of `wb runs`: status, progress, key options and final metrics."""
+    summary = read_json(run_dir / SUMMARY)
+    options = flatten(_stored_experiment(run_dir))
+    return {
+        "experiment": run_dir.parent.name,
+        "id": run_dir.name,
+        "dir": str(run_dir),
+        "status": summary.get("status", "unknown"),
+        "step": summary.get("step", 0),
+        "steps": options.get("train.steps"),
+        "wall_time": summary.get("wall_time", 0.0),
+        "options": " ".join(str(options.get(k)) for k in KEY_OPTIONS),
+        "metrics": summary.get("metrics", {}),
+    }
+
+
+def compare(a: Run, b: Run) -> dict[str, dict[str, tuple[Any, Any]]]:
+    """The options that differ between two runs, and both runs' metrics."""
+    oa, ob = flatten(_stored_experiment(a.dir)), flatten(_stored_experiment(b.dir))
+    options = {k: (oa.get(k), ob.get(k)) for k in sorted(oa.keys() | ob.keys()) if oa.get(k) != ob.get(k)}
+    ma, mb = a.summary.get("metrics", {}), b.summary.get("metrics", {})
+    metrics = {k: (ma.get(k), mb.get(k)) for k in sorted(ma.keys() | mb.keys())}
+    return {"options": options, "metrics": metrics}
+
+
+def find_run(ref: str, runs_dir: Path) -> Run:
+    """RUN as the CLI takes it: a run directory, a run id, or an experiment name (its latest run)."""
+    for path in (Path(ref), runs_dir / ref):  # a directory, or EXPERIMENT/ID under the runs directory
+        if (path / EXPERIMENT).exists():
+            return Run(path)
+    by_id = [d for d in run_dirs(runs_dir) if d.name == ref]
+    if len(by_id) == 1:
+        return Run(by_id[0])
+    if len(by_id) > 1:
+        raise WorkbenchError(f"run id '{ref}' is ambiguous: {', '.join(str(d) for d in by_id)}", hint="write it as EXPERIMENT/ID")
+    if run_dirs(runs_dir, ref):
+        return Run(latest_run_dir(runs_dir, ref))
+    experiments = sorted({d.parent.name for d in run_dirs(runs_dir)})
+    from workbench.errors import did_you_mean
+
+    raise WorkbenchError(
+        f"no run '{ref}' under {runs_dir}{did_you_mean(ref, experiments)}",
+        hint="RUN is a run directory, a run id (or EXPERIMENT/ID), or an experiment name (its latest run); `wb runs` lists them",
+    )
 
 
 def open_run(path: str | Path) -> Run:

@@ -1,0 +1,136 @@
+"""Run directories: finding runs, checkpoints, and the sample / eval / runs commands on a tiny real run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from workbench import runs
+from workbench.cli import make_app
+from workbench.errors import WorkbenchError
+from workbench.experiment import load_experiment
+from workbench.training import train
+
+TINY = """\
+[tiny]
+description = "a tiny swiss roll run"
+dataset   = { name = "swissroll", n = 400 }
+scheduler = { name = "linear", timesteps = 40, scale_with_timesteps = false, beta_end = 0.2 }
+backbone  = { name = "mlp", width = 16, depth = 1 }
+train     = { steps = 4, batch_size = 32, log_every = 2 }
+eval      = { samples = 100, metrics = ["swd"] }
+
+[tiny_v]
+extends = "tiny"
+diffusion = { prediction = "v" }
+train = { lr = 0.01 }
+"""
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """Two finished tiny runs (tiny and tiny_v) under ./runs, trained once for the module."""
+    path = tmp_path_factory.mktemp("runs_cli")
+    (path / "experiments.toml").write_text(TINY)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(path)
+        mp.setenv("WB_RUNS_DIR", str(path / "runs"))
+        for name in ("tiny", "tiny_v"):
+            train(load_experiment(name))
+    return path
+
+
+@pytest.fixture
+def wb(workdir, monkeypatch):
+    monkeypatch.chdir(workdir)
+    monkeypatch.setenv("WB_RUNS_DIR", str(workdir / "runs"))
+
+    def invoke(*args: str):
+        return CliRunner().invoke(make_app(), list(args), catch_exceptions=False)
+
+    return invoke
+
+
+def test_find_run_by_directory_id_and_experiment(workdir):
+    runs_dir = workdir / "runs"
+    (latest,) = [d for d in runs.run_dirs(runs_dir, "tiny")]
+    assert runs.find_run(str(latest), runs_dir).dir == latest
+    assert runs.find_run(f"tiny/{latest.name}", runs_dir).dir == latest
+    other = runs.run_dirs(runs_dir, "tiny_v")[0]
+    if other.name == latest.name:  # both runs started within one second: a bare id is ambiguous
+        with pytest.raises(WorkbenchError, match="is ambiguous"):
+            runs.find_run(latest.name, runs_dir)
+    else:
+        assert runs.find_run(latest.name, runs_dir).dir == latest
+    assert runs.find_run("tiny", runs_dir).dir == latest
+    with pytest.raises(WorkbenchError, match=r"no run 'tinny' .*\(did you mean 'tiny'"):
+        runs.find_run("tinny", runs_dir)
+
+
+def test_checkpoints_are_written_atomically_and_load_without_code(tmp_path):
+    path = tmp_path / "c.pt"
+    runs.save_checkpoint(path, {"step": 1, "w": torch.ones(2)})
+    assert not list(tmp_path.glob(".*tmp")) and runs.load_checkpoint(path)["step"] == 1
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"x": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(WorkbenchError, match="cannot load checkpoint"):
+        runs.load_checkpoint(tmp_path / "evil.pt")
+
+
+def test_wb_sample_writes_a_png_and_npz_and_never_overwrites(wb, workdir):
+    result = wb("sample", "tiny", "-n", "50", "--sampler", "ddim", "--steps", "5", "--npz")
+    assert result.exit_code == 0, result.output
+    run_dir = runs.find_run("tiny", workdir / "runs").dir
+    png = run_dir / "samples-ddim-5-seed0.png"
+    assert png.is_file() and png.with_suffix(".npz").is_file()
+    raw = np.load(png.with_suffix(".npz"))["samples"]
+    assert raw.shape == (50, 2) and np.isfinite(raw).all()
+    Image.open(png).verify()
+    assert wb("sample", "tiny", "-n", "50", "--sampler", "ddim", "--steps", "5").exit_code == 0
+    assert (run_dir / "samples-ddim-5-seed0-1.png").is_file()
+    # the same seed gives the same samples
+    wb("sample", "tiny", "-n", "50", "--sampler", "ddim", "--steps", "5", "--npz", "--out", str(workdir / "again.png"))
+    assert np.array_equal(np.load(workdir / "again.npz")["samples"], raw)
+
+
+def test_wb_sample_bad_input(wb):
+    result = wb("sample", "tiny", "--sampler", "ddimm")
+    assert result.exit_code == 2 and "did you mean 'ddim'" in result.output
+    result = wb("sample", "tiny", "-o", "eta")
+    assert result.exit_code != 0 and "expected KEY=VALUE" in result.output
+    result = wb("sample", "nothing")
+    assert result.exit_code != 0 and "no run 'nothing'" in result.output
+
+
+def test_wb_eval_appends_to_the_summary(wb, workdir):
+    run_dir = runs.find_run("tiny", workdir / "runs").dir
+    before = json.loads((run_dir / "summary.json").read_text())["metrics"]
+    result = wb("eval", "tiny", "--metric", "nll", "--samples", "50")
+    assert result.exit_code == 0, result.output
+    after = json.loads((run_dir / "summary.json").read_text())["metrics"]
+    assert after["swd"] == before["swd"] and after["nll"] > 0
+    line = json.loads((run_dir / "evaluations.jsonl").read_text().splitlines()[-1])
+    assert line["nll"] == after["nll"] and line["sampler"] == "ddpm"
+
+
+def test_wb_runs_lists_and_compares(wb):
+    rows = json.loads(wb("runs", "--json").output)
+    assert {r["experiment"] for r in rows} == {"tiny", "tiny_v"}
+    tiny = next(r for r in rows if r["experiment"] == "tiny")
+    assert tiny["status"] == "done" and tiny["step"] == tiny["steps"] == 4 and "swd" in tiny["metrics"]
+    assert "swissroll linear mlp eps mse ddpm" == tiny["options"]
+    assert "tiny_v" in wb("runs").output
+    diff = json.loads(wb("runs", "--compare", "tiny", "--compare", "tiny_v", "--json").output)
+    assert diff["options"] == {"diffusion.prediction": ["eps", "v"], "train.lr": [0.001, 0.01]}
+    assert set(diff["metrics"]) >= {"swd"}
+    assert wb("runs", "--compare", "tiny").exit_code != 0
