@@ -214,8 +214,12 @@ class Sampler(Component):
         generator: torch.Generator | None = None,
         progress: Progress | None = None,
         return_trajectory: bool = False,
+        device: torch.device | str | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Samples x0 of `shape`; with `return_trajectory`, also the list of x_t visited."""
+        """Samples x0 of `shape`; with `return_trajectory`, also the list of x_t visited.
+
+        The device defaults to the generator's, else the model's parameters', else the CPU.
+        """
         raise NotImplementedError
 
 
