@@ -73,6 +73,7 @@ def make_app() -> typer.Typer:
     app.command("sample")(sample)
     app.command("eval")(evaluate_run)
     app.command("runs")(list_runs)
+    app.command("noise")(noise)
     from workbench.registry import default_registry
 
     default_registry().pm.hook.register_commands(app=app)
@@ -393,6 +394,45 @@ def _show(value: Any) -> str:
 def _status(status: str) -> Text:
     colour = {"done": "green", "running": "blue", "interrupted": "yellow", "failed": "red"}.get(status, "white")
     return Text(status, style=colour)
+
+
+def noise(
+    experiments: list[str] = typer.Argument(..., help="one or more experiments (e.g. exp1 exp1_cosine, to compare schedules)"),
+    steps: int = typer.Option(8, min=2, help="how many t to show, evenly spaced from 0 to T-1"),
+    n: int = typer.Option(8, "-n", min=1, help="images per column (2-D sets: all points are drawn)"),
+    set_: Optional[list[str]] = SetOption,
+    file: Optional[Path] = FileOption,
+    out: Optional[Path] = typer.Option(None, "--out", help="PNG to write (default: noise-EXP[-EXP...].png here)"),
+) -> None:
+    """Show the forward process without training: data noised at several t, per experiment."""
+    import torch
+    from rich.columns import Columns
+
+    from workbench import plots
+    from workbench.diffusion import Diffusion
+    from workbench.display import TerminalImage, TerminalScatter
+    from workbench.experiment import load_experiment
+    from workbench.pipeline import first_examples
+
+    rows = []
+    for name in experiments:
+        exp = load_experiment(name, file=file, overrides=set_ or [])
+        diffusion = Diffusion(exp.scheduler.betas())
+        images = len(exp.dataset.shape) == 3
+        x0 = first_examples(exp.dataset.load(), n if images else 2000)
+        shown = plots.evenly_spaced_steps(diffusion.num_timesteps, steps)
+        pictures = plots.forward_process(diffusion, x0, shown, torch.Generator().manual_seed(exp.seed))
+        label = f"{name}: {exp.scheduler.name} schedule, T = {diffusion.num_timesteps}"
+        rows.append((label, plots.panels(pictures)))
+        console.print(f"[bold]{label}[/]  (columns: t = {', '.join(map(str, shown))})")
+        if images:
+            grid = torch.stack([x for _, x in pictures], dim=1).reshape(-1, *exp.dataset.shape)
+            console.print(TerminalImage(grid, nrow=len(shown)))
+        else:
+            console.print(Columns([TerminalScatter(x / 3, height=6) for _, x in pictures]))
+    path = out or Path(f"noise-{'-'.join(experiments)}.png")
+    plots.save_rows(rows, path)
+    console.print(f"written to {path}", soft_wrap=True)
 
 
 def main() -> None:

@@ -57,8 +57,7 @@ class Pipeline:
                 return data.to(self.device), data.to(self.device)
             order = torch.randperm(len(data), generator=torch.Generator().manual_seed(self.exp.seed))
             return data[order[n_holdout:]].to(self.device), data[order[:n_holdout]].to(self.device)
-        n_eval = max(1, min(len(data), self.exp.eval.samples))
-        return data, torch.stack([example_tensor(data[i]) for i in range(n_eval)]).to(self.device)
+        return data, first_examples(data, self.exp.eval.samples).to(self.device)
 
     @staticmethod
     def draw(
@@ -97,6 +96,13 @@ def build_sampler(exp: Experiment, name: str | None = None, options: dict[str, A
         entry = default_registry().get("sampler", f"{exp.providers['sampler'].plugin}:{exp.sampler.name}")
         return validate_component(entry, {**exp.sampler.model_dump(), **options})
     return default_registry().build("sampler", name, **options)
+
+
+def first_examples(data: Any, n: int) -> torch.Tensor:
+    """The first n examples of a tensor or a torch Dataset, as one tensor."""
+    if isinstance(data, torch.Tensor):
+        return data[:n]
+    return torch.stack([example_tensor(data[i]) for i in range(max(1, min(len(data), n)))])
 
 
 def example_tensor(item: Any) -> torch.Tensor:

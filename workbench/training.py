@@ -28,7 +28,7 @@ from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeR
 from rich.table import Table
 from rich.text import Text
 
-from workbench import runs
+from workbench import plots, runs
 from workbench.display import save_samples, sparkline, terminal_samples
 from workbench.errors import ConfigError, WorkbenchError
 from workbench.evaluation import evaluate, make_evaluation
@@ -346,12 +346,30 @@ class Trainer:
         shown = samples if samples.ndim == 2 else samples[: self.exp.train.preview]
         self.console.print(f"[bold]samples from the EMA model ({self.exp.sampler.name})[/]")
         self.console.print(terminal_samples(shown, self.eval_data))
-        path = save_samples(shown, self.run_dir / "samples.png", data=self.eval_data)
-        self.console.print(f"sample grid written to {path}", soft_wrap=True)
+        save_samples(shown, self.run_dir / "samples.png", data=self.eval_data)
+        self._save_plots()
+        self.console.print(f"pictures written to {self.run_dir}: samples.png, trajectory.png, forward.png, loss.png", soft_wrap=True)
         metrics = evaluate(self.exp.metrics, evaluation) if evaluate_at_end else {}
         summary = self._write_summary("done", metrics)
         self._print_summary(summary)
         return summary
+
+    def _save_plots(self) -> None:
+        """The reverse trajectory, the forward process and the training curves, as PNGs."""
+        images = len(self.pipeline.shape) > 1
+        n = 8 if images else 500
+        generator = torch.Generator(device=self.device).manual_seed(self.exp.seed + 777)
+        _, trajectory = Pipeline.draw(
+            self.exp.sampler, self.ema, self.diffusion, (n, *self.pipeline.shape), generator, return_trajectory=True
+        )
+        frames = plots.evenly_spaced_steps(len(trajectory), min(8, len(trajectory)))
+        reverse = [(f"{i}/{len(trajectory) - 1}", trajectory[i].cpu()) for i in frames]
+        plots.save_rows([(f"reverse process ({self.exp.sampler.name}), noise to data", plots.panels(reverse))], self.run_dir / "trajectory.png")
+        x0 = self.eval_data[: n if images else 2000].cpu()
+        steps = plots.evenly_spaced_steps(self.diffusion.num_timesteps, 8)
+        forward = plots.forward_process(self.diffusion, x0, steps, torch.Generator().manual_seed(self.exp.seed))
+        plots.save_rows([(f"forward process ({self.exp.scheduler.name} schedule)", plots.panels(forward))], self.run_dir / "forward.png")
+        plots.training_curves(runs.read_metrics(self.run_dir), self.run_dir / "loss.png")
 
     def summary(self, status: str, metrics: dict[str, float] | None = None) -> dict[str, Any]:
         previous = runs.read_json(self.run_dir / runs.SUMMARY)
