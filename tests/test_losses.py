@@ -25,13 +25,7 @@ from workbench.likelihood import nll, prior_bpd
 from workbench.plugins.losses import MSE, VLB, Hybrid, min_snr_weight
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: thread-pool overhead dominates, badly so on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def linear_betas(T: int) -> torch.Tensor:

@@ -32,13 +32,7 @@ MODE_STD = 0.05
 N = 2000
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors run fastest on one thread, and do not fight other test processes for cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def linear_diffusion(T: int = 1000, prediction: str = "eps", variance: str = "fixed_small") -> Diffusion:

@@ -256,6 +256,10 @@ class Trainer:
                 runs.append_metrics(self.run_dir, record)
                 hooks.on_log(run=run, step=self.step, metrics=record)
                 progress.update(task, loss=self._smoothed_loss())
+                if not self.console.is_terminal:  # no live bar in a log file: one line per logging step
+                    self.console.print(
+                        f"step {self.step}/{spec.steps}  loss {record['loss']:.4f}  {record['steps_per_s']:.1f} steps/s"
+                    )
                 if self.step % spec.checkpoint_every == 0:
                     self._checkpoint()
                     last_good = self.step
