@@ -1,0 +1,66 @@
+"""A residual MLP for vector data [B, D] (the 2-D toy sets), conditioned on the step t.
+
+    x [B, D] -> Linear -> width
+             -> depth x ResidualBlock(h, emb)      emb = TimeEmbedding(t)
+             -> norm -> SiLU -> Linear (zero-initialised) -> [B, out_dim]
+
+Each block is the vector version of the U-Net's residual block: the time embedding is
+projected and added inside every block, so every depth sees t.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from workbench.plugins.nets.layers import TimeEmbedding, zero_init
+
+
+def _norm(width: int, layer_norm: bool) -> nn.Module:
+    return nn.LayerNorm(width) if layer_norm else nn.Identity()
+
+
+class ResidualBlock(nn.Module):
+    """h + Linear(Dropout(SiLU(Linear(SiLU(Norm(h))) + Linear(emb)))), the last Linear zeroed."""
+
+    def __init__(self, width: int, embed_dim: int, dropout: float, layer_norm: bool) -> None:
+        super().__init__()
+        self.norm = _norm(width, layer_norm)
+        self.fc1 = nn.Linear(width, width)
+        self.emb_proj = nn.Linear(embed_dim, width)
+        self.dropout = nn.Dropout(dropout)
+        self.fc2 = zero_init(nn.Linear(width, width))
+
+    def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """h [B, width]; emb [B, embed_dim], the time embedding already passed through SiLU."""
+        r = self.fc1(F.silu(self.norm(h))) + self.emb_proj(emb)
+        return h + self.fc2(self.dropout(F.silu(r)))
+
+
+class MLP(nn.Module):
+    """model(x_t [B, D], t [B]) -> [B, out_dim]."""
+
+    def __init__(
+        self,
+        data_dim: int,
+        out_dim: int,
+        width: int = 128,
+        depth: int = 3,
+        time_embed_dim: int = 128,
+        dropout: float = 0.0,
+        layer_norm: bool = True,
+    ) -> None:
+        super().__init__()
+        self.time_embed = TimeEmbedding(time_embed_dim, width)
+        self.input = nn.Linear(data_dim, width)
+        self.blocks = nn.ModuleList(ResidualBlock(width, width, dropout, layer_norm) for _ in range(depth))
+        self.out_norm = _norm(width, layer_norm)
+        self.output = zero_init(nn.Linear(width, out_dim))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        emb = F.silu(self.time_embed(t, x.shape[0]))  # every block's projection starts with SiLU
+        h = self.input(x)
+        for block in self.blocks:
+            h = block(h, emb)
+        return self.output(F.silu(self.out_norm(h)))
