@@ -89,11 +89,22 @@ def run(
     file: Optional[Path] = FileOption,
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N (default: WB_DEVICE or auto)"),
     resume: bool = typer.Option(False, "--resume", help="continue the latest run of EXPERIMENT from its last checkpoint"),
+    nproc: int = typer.Option(1, "--nproc", min=1, help="processes per node (DistributedDataParallel; gloo on CPU, NCCL on CUDA)"),
+    nnodes: int = typer.Option(1, "--nnodes", min=1, help="number of nodes (multi-node runs need --rdzv-endpoint)"),
+    node_rank: int = typer.Option(0, "--node-rank", min=0, help="this node's rank among --nnodes"),
+    rdzv_endpoint: Optional[str] = typer.Option(None, "--rdzv-endpoint", help="HOST:PORT of the rendezvous, the same on every node"),
 ) -> None:
     """Train an experiment, sample from it and evaluate it."""
-    from workbench import runs, training
+    from workbench import distributed, runs, training
     from workbench.experiment import load_experiment
     from workbench.settings import load_settings
+
+    if (nproc > 1 or nnodes > 1) and not distributed.launched():
+        load_experiment(experiment, file=file, overrides=set_ or [])  # mistakes surface here, once, not in N workers
+        argv = ["run", experiment, *(f"--set={s}" for s in set_ or [])]
+        argv += [f"--file={file}"] * (file is not None) + [f"--device={device}"] * (device is not None) + ["--resume"] * resume
+        distributed.launch(argv, nproc, nnodes, node_rank, rdzv_endpoint)
+        return
 
     resume_dir = None
     if resume:  # the run's own stored experiment, with any --set on top (e.g. more train.steps)

@@ -28,7 +28,9 @@ from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeR
 from rich.table import Table
 from rich.text import Text
 
-from workbench import plots, runs
+from torch.nn.parallel import DistributedDataParallel
+
+from workbench import distributed, plots, runs
 from workbench.display import save_samples, sparkline, terminal_samples
 from workbench.errors import ConfigError, WorkbenchError
 from workbench.evaluation import evaluate, make_evaluation
@@ -63,26 +65,29 @@ def train(
     from workbench.settings import load_settings
 
     settings = load_settings()
-    # Data and model first: a user mistake there must not leave an empty run directory behind.
-    trainer = Trainer(exp, resolve_device(device or settings.device), console or Console(quiet=True))
-    if resume_dir is not None:
-        trainer.resume(Path(resume_dir))
-    else:
-        trainer.start(runs.new_run_dir(Path(runs_dir or settings.runs_dir), exp.name))
-    return trainer.fit(evaluate_at_end=evaluate_at_end)
+    context, device_ = distributed.init(resolve_device(device or settings.device))
+    console = console if console is not None and context.is_main else Console(quiet=True)
+    try:
+        # Data and model first: a user mistake there must not leave an empty run directory behind.
+        trainer = Trainer(exp, device_, console, context)
+        if resume_dir is not None:
+            trainer.resume(Path(resume_dir))
+        else:
+            new_dir = runs.new_run_dir(Path(runs_dir or settings.runs_dir), exp.name) if context.is_main else None
+            trainer.start(distributed.broadcast(new_dir, context))
+        return trainer.fit(evaluate_at_end=evaluate_at_end)
+    finally:
+        distributed.finish(context)
 
 
 class Trainer:
     """Holds the model, its EMA, the optimizer and the data of one run."""
 
-    def __init__(self, exp: Experiment, device: torch.device, console: Console) -> None:
+    def __init__(self, exp: Experiment, device: torch.device, console: Console, context: distributed.Context = distributed.SINGLE) -> None:
         spec = exp.train
-        if spec.batch_size % spec.accumulate:
-            raise ConfigError(
-                f"experiment '{exp.name}': train.batch_size ({spec.batch_size}) must be divisible by "
-                f"train.accumulate ({spec.accumulate})"
-            )
-        self.exp, self.device, self.console = exp, device, console
+        distributed.check_batch(spec.batch_size, spec.accumulate, context, exp.name)
+        self.exp, self.device, self.console, self.context = exp, device, console, context
+        self.main = context.is_main
         torch.manual_seed(exp.seed)  # the network's initialisation
         self.pipeline = Pipeline(exp, device)
         self.model, self.diffusion, self.loss = self.pipeline.model, self.pipeline.diffusion, self.pipeline.loss
@@ -90,7 +95,10 @@ class Trainer:
         self.parameters = sum(p.numel() for p in self.model.parameters())
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
         self.generator = torch.Generator(device=device).manual_seed(exp.seed)
-        self.forward = torch.compile(self.model) if spec.compile else self.model
+        # DDP averages the gradients over ranks; compile goes outside it (PyTorch's recommended order).
+        self.ddp = DistributedDataParallel(self.model) if context.world_size > 1 else None
+        network = self.ddp or self.model
+        self.forward = torch.compile(network) if spec.compile else network
         self.autocast = spec.precision == "bf16" and device.type == "cuda"
         if spec.precision == "bf16" and not self.autocast:
             console.print("[yellow]note:[/] bf16 autocast needs CUDA; training in fp32 on the CPU")
@@ -104,7 +112,8 @@ class Trainer:
     def start(self, run_dir: Path) -> None:
         """A new run: store the resolved experiment in its (fresh) directory."""
         self.run_dir = run_dir
-        (run_dir / runs.EXPERIMENT).write_text(self.exp.to_toml())
+        if self.main:
+            (run_dir / runs.EXPERIMENT).write_text(self.exp.to_toml())
 
     def resume(self, run_dir: Path) -> None:
         """Continue `run_dir` from its checkpoint: weights, optimizer, step and every RNG state."""
@@ -117,7 +126,7 @@ class Trainer:
         """Endless batches: random indices into an in-memory tensor, or a shuffling DataLoader."""
         if isinstance(self.train_data, torch.Tensor):
             n = len(self.train_data)
-            while True:
+            while True:  # every rank draws the same global indices (same generator) and keeps its shard later
                 yield self.train_data[torch.randint(n, (size,), device=self.device, generator=self.generator)]
         loader = torch.utils.data.DataLoader(
             self.train_data, batch_size=size, shuffle=True, drop_last=True,
@@ -148,13 +157,19 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         total = torch.zeros((), device=self.device)
         by_quarter = torch.zeros(2, 4, device=self.device)
-        for _ in range(spec.accumulate):
+        for micro in range(spec.accumulate):
+            # The global micro-batch's data, t and noise, then this rank's shard of each:
+            # the numbers are the same whatever the number of processes.
             x0 = next(batches)
             t, _ = self.loss.sample_timesteps(len(x0), T, self.device, self.generator)
-            with torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast else nullcontext():
-                losses = self.loss(self.forward, self.diffusion, x0, generator=self.generator, t=t)
-            loss = losses.mean()
-            (loss / spec.accumulate).backward()
+            noise = torch.randn(x0.shape, generator=self.generator, dtype=x0.dtype, device=self.device)
+            x0, t, noise = (distributed.shard(v, self.context) for v in (x0, t, noise))
+            last = micro == spec.accumulate - 1
+            with self.ddp.no_sync() if self.ddp is not None and not last else nullcontext():
+                with torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast else nullcontext():
+                    losses = self.loss(self.forward, self.diffusion, x0, generator=self.generator, t=t, noise=noise)
+                loss = losses.mean()
+                (loss / spec.accumulate).backward()
             total += loss.detach().float() / spec.accumulate
             quarter = t * 4 // T
             by_quarter[0].index_add_(0, quarter, losses.detach().float())
@@ -181,7 +196,7 @@ class Trainer:
     def fit(self, evaluate_at_end: bool = True) -> runs.Run:
         from workbench.registry import default_registry
 
-        hooks = default_registry().pm.hook
+        hooks = default_registry().pm.hook if self.main else _Silent()
         run = runs.Run(self.run_dir)
         spec = self.exp.train
         self._write_summary("running")
@@ -196,11 +211,11 @@ class Trainer:
                 with self._progress() as progress:
                     task = progress.add_task("training", total=spec.steps, completed=self.step, loss=float("nan"))
                     self._loop(progress, task, hooks, run)
-            if self.stop_requested:
+            if self.step < spec.steps:  # Ctrl-C here or on another rank
                 raise KeyboardInterrupt
             self._checkpoint()
             status = "done"
-            summary = self._finish(evaluate_at_end)
+            summary = self._finish(evaluate_at_end) if self.main else {}
         except KeyboardInterrupt:
             self._checkpoint()
             self._write_summary("interrupted")
@@ -223,14 +238,16 @@ class Trainer:
         window_quarters = torch.zeros(2, 4, device=self.device)
         started, window_start, window_steps = time.perf_counter(), time.perf_counter(), 0
         last_good = self.step
-        while self.step < spec.steps and not self.stop_requested:
+        while self.step < spec.steps and not distributed.any_rank(self.stop_requested, self.context, self.device):
             loss, by_quarter = self.train_step(batches)
             window.append(loss)
             window_quarters += by_quarter
             window_steps += 1
             progress.update(task, completed=self.step)
             if self.step % spec.log_every == 0 or self.step == spec.steps:
-                losses = torch.stack(window).tolist()
+                world = self.context.world_size
+                losses = (distributed.all_sum(torch.stack(window), self.context) / world).tolist()
+                distributed.all_sum(window_quarters, self.context)
                 bad = [i for i, value in enumerate(losses) if not math.isfinite(value)]
                 if bad:
                     failed_at = self.step - len(losses) + bad[0] + 1
@@ -253,8 +270,9 @@ class Trainer:
                 self.wall_time += now - window_start
                 window, window_start, window_steps = [], now, 0
                 self.losses.append(record["loss"])
-                runs.append_metrics(self.run_dir, record)
-                hooks.on_log(run=run, step=self.step, metrics=record)
+                if self.main:
+                    runs.append_metrics(self.run_dir, record)
+                    hooks.on_log(run=run, step=self.step, metrics=record)
                 progress.update(task, loss=self._smoothed_loss())
                 if not self.console.is_terminal:  # no live bar in a log file: one line per logging step
                     self.console.print(
@@ -263,7 +281,7 @@ class Trainer:
                 if self.step % spec.checkpoint_every == 0:
                     self._checkpoint()
                     last_good = self.step
-                if spec.sample_every and self.step % spec.sample_every == 0 and self.step < spec.steps:
+                if self.main and spec.sample_every and self.step % spec.sample_every == 0 and self.step < spec.steps:
                     self._preview(progress.console, f"samples at step {self.step}")
         self.wall_time += time.perf_counter() - window_start if window_steps else 0.0
         del started
@@ -307,6 +325,8 @@ class Trainer:
     # --- checkpoints -------------------------------------------------------------------------
 
     def _checkpoint(self) -> None:
+        if not self.main:
+            return
         runs.save_checkpoint(self.run_dir / runs.CHECKPOINT, {
             "step": self.step,
             "model": self.model.state_dict(),
@@ -392,7 +412,8 @@ class Trainer:
 
     def _write_summary(self, status: str, metrics: dict[str, float] | None = None) -> dict[str, Any]:
         summary = self.summary(status, metrics)
-        runs.write_json(self.run_dir / runs.SUMMARY, summary)
+        if self.main:
+            runs.write_json(self.run_dir / runs.SUMMARY, summary)
         return summary
 
     def _print_summary(self, summary: dict[str, Any]) -> None:
@@ -406,6 +427,13 @@ class Trainer:
             table.add_row(name, f"{value:.4f}")
         self.console.print(table)
         self.console.print(f"run directory: {self.run_dir}", soft_wrap=True)
+
+
+class _Silent:
+    """The run hooks on ranks other than 0, which log nothing."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda **kwargs: None
 
 
 class _RateColumn(ProgressColumn):

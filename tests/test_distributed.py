@@ -1,0 +1,104 @@
+"""Distributed training on CPU (gloo): the CLI's --nproc, N-independence of the numbers, resume across N."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from rich.console import Console
+
+from workbench import distributed, runs
+from workbench.experiment import load_experiment
+from workbench.training import Trainer, train
+
+TINY = """\
+[tiny]
+description = "a tiny swiss roll run"
+seed = 3
+dataset   = { name = "swissroll", n = 512 }
+scheduler = { name = "linear", timesteps = 50, scale_with_timesteps = false, beta_end = 0.2 }
+backbone  = { name = "mlp", width = 32, depth = 2 }
+train     = { steps = 6, batch_size = 64, lr = 1e-2, log_every = 3, checkpoint_every = 3, grad_clip = 0.5 }
+eval      = { samples = 64, metrics = [] }
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, file: str, overrides: list[str], steps: int, out: str) -> None:
+    """One rank: join the group, train `steps` steps, save this rank's weights."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    context, device = distributed.init(torch.device("cpu"))
+    trainer = Trainer(load_experiment("tiny", file=file, overrides=overrides), device, Console(quiet=True), context)
+    spec = trainer.exp.train
+    batches = trainer._batches(spec.batch_size // spec.accumulate)
+    for _ in range(steps):
+        trainer.train_step(batches)
+    torch.save(trainer.model.state_dict(), Path(out) / f"rank{rank}.pt")
+    distributed.finish(context)
+
+
+def single_process_weights(file: Path, overrides: list[str], steps: int) -> dict[str, torch.Tensor]:
+    trainer = Trainer(load_experiment("tiny", file=file, overrides=overrides), torch.device("cpu"), Console(quiet=True))
+    spec = trainer.exp.train
+    batches = trainer._batches(spec.batch_size // spec.accumulate)
+    for _ in range(steps):
+        trainer.train_step(batches)
+    return trainer.model.state_dict()
+
+
+@pytest.mark.parametrize("overrides", [[], ["train.accumulate=2"]], ids=["plain", "accumulate"])
+def test_two_processes_take_the_same_steps_as_one(tmp_path, overrides):
+    file = tmp_path / "experiments.toml"
+    file.write_text(TINY)
+    mp.spawn(_worker, args=(2, free_port(), str(file), overrides, 2, str(tmp_path)), nprocs=2, join=True)
+    rank0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    single = single_process_weights(file, overrides, 2)
+    for key in single:
+        assert torch.equal(rank0[key], rank1[key]), f"ranks disagree on {key}"
+        torch.testing.assert_close(rank0[key], single[key], rtol=1e-5, atol=1e-6, msg=f"{key}: 2 processes != 1")
+
+
+def test_a_two_process_cli_run_then_resume_with_one_process(tmp_path):
+    (tmp_path / "experiments.toml").write_text(TINY)
+    env = {**os.environ, "WB_RUNS_DIR": str(tmp_path / "runs"), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "workbench", "run", "tiny", "--nproc", "2"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "runs" / "tiny").iterdir()  # one run directory, written by rank 0
+    state = runs.load_checkpoint(run_dir / runs.CHECKPOINT)
+    assert state["step"] == 6
+    assert [r["step"] for r in runs.read_metrics(run_dir)] == [3, 6]
+    assert result.stdout.count("tiny: a tiny swiss roll run") == 1  # only rank 0 speaks
+
+    # Continue the 2-process run with one process, to step 9; compare with 9 steps on one process.
+    resumed = load_experiment("tiny", file=run_dir / runs.EXPERIMENT, overrides=["train.steps=9"])
+    train(resumed, resume_dir=run_dir, runs_dir=tmp_path / "runs", evaluate_at_end=False)
+    straight = single_process_weights(tmp_path / "experiments.toml", [], 9)
+    final = runs.load_checkpoint(run_dir / runs.CHECKPOINT)
+    assert final["step"] == 9
+    for key, value in straight.items():
+        torch.testing.assert_close(final["model"][key], value, rtol=1e-4, atol=1e-5)
+
+
+def test_the_batch_must_split_over_processes_and_micro_batches():
+    from workbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"batch_size \(10\) must be divisible by train.accumulate x processes \(2 x 3 = 6\)"):
+        distributed.check_batch(10, 2, distributed.Context(0, 3, 0), "tiny")
+    assert distributed.shard(torch.arange(6), distributed.Context(1, 3, 1)).tolist() == [2, 3]
