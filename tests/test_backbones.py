@@ -138,13 +138,15 @@ def test_unet_shapes_and_gradients(registry, shape, options, factor):
 ])
 def test_time_conditioning_is_per_example(registry, name, shape, options):
     g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)  # the layers' own initialisation, independent of which tests ran before
     model = registry.build("backbone", name, **options).build(shape, shape[0]).double()
     randomize_zero_init(model, g)
     x, _ = inputs(shape, 3, g, torch.float64)
     x = x[:1].expand_as(x)  # one image, three steps
     t = torch.tensor([0, 10, 500])
     out = model(x, t)
-    assert (out[0] - out[1]).abs().max() > 1e-3 and (out[1] - out[2]).abs().max() > 1e-3
+    # float64: any real dependence on t is far above rounding (1e-15)
+    assert (out[0] - out[1]).abs().max() > 1e-6 and (out[1] - out[2]).abs().max() > 1e-6
     # Each example sees its own step only (no statistics across the batch).
     for i in range(3):
         torch.testing.assert_close(model(x[i : i + 1], t[i : i + 1]), out[i : i + 1])
