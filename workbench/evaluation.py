@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import torch
 
-from workbench.components import Metric, Sampler
+from workbench.components import Dataset, Metric, Sampler
 from workbench.diffusion import Diffusion
 from workbench.pipeline import Pipeline
 
@@ -30,8 +30,8 @@ class Evaluation:
     num_samples: int
     batch_size: int = 1000
     seed: int = 0
-    labels: torch.Tensor | None = None
     progress: Callable[[str], None] | None = None
+    dataset: Dataset | None = None  # the experiment's dataset component (fd trains its feature network on it)
     _samples: torch.Tensor | None = field(default=None, repr=False)
 
     @property
@@ -70,6 +70,6 @@ def make_evaluation(pipeline: Pipeline, model: Callable, held_out: torch.Tensor,
     return Evaluation(
         model=model, diffusion=pipeline.diffusion, data=held_out, levels=pipeline.levels,
         sampler=sampler or exp.sampler, num_samples=num_samples or exp.eval.samples,
-        batch_size=exp.eval.batch_size, seed=exp.seed,
+        batch_size=exp.eval.batch_size, seed=exp.seed, dataset=exp.dataset,
         progress=(lambda msg: progress.print(f"[dim]{msg}…[/]")) if progress is not None else None,
     )

@@ -27,6 +27,12 @@ from workbench.toml_io import read_toml
 DEFAULT_SETTINGS_FILE = "workbench.toml"
 
 
+def default_cache_root() -> Path:
+    """$XDG_CACHE_HOME/workbench, else ~/.cache/workbench."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "workbench"
+
+
 class Settings(BaseSettings):
     """Where runs go, which device to use, which experiments file, which plugins."""
 
@@ -35,6 +41,10 @@ class Settings(BaseSettings):
     runs_dir: Path = Field(Path("runs"), description="where run directories are written")
     device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
     experiments: Path = Field(Path("experiments.toml"), description="the default experiments file")
+    cache_dir: Path = Field(
+        default_factory=default_cache_root,
+        description="where the workbench keeps what it can rebuild (trained feature networks of the fd metric)",
+    )
     strict_plugins: bool = Field(False, description="a plugin that fails to load is fatal")
     disable_plugins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="plugin names not to load (comma-separated in WB_DISABLE_PLUGINS)"
@@ -46,6 +56,11 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [name.strip() for name in value.split(",") if name.strip()]
         return value
+
+    @field_validator("cache_dir")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return Path(value).expanduser()
 
     @field_validator("device")
     @classmethod
