@@ -35,15 +35,20 @@ class NLL(Metric):
     def compute(self, evaluation: Evaluation) -> float:
         import torch
 
-        from workbench.likelihood import nll
+        from workbench.likelihood import nll_terms
 
         data = evaluation.data[: self.examples]
         generator = evaluation.generator(offset=1)
-        values = [
-            nll(evaluation.model, evaluation.diffusion, batch, levels=evaluation.levels, generator=generator)
+        parts = [
+            nll_terms(evaluation.model, evaluation.diffusion, batch, levels=evaluation.levels, generator=generator)
             for batch in data.split(self.batch_size)
         ]
-        return float(torch.cat(values).mean())
+        # The per-step breakdown, averaged over examples, for the run's nll_terms.png.
+        evaluation.artifacts["nll_terms"] = {
+            "prior": float(torch.cat([p.prior for p in parts]).mean()),
+            "per_step": torch.cat([p.terms for p in parts]).mean(dim=0).tolist(),
+        }
+        return float(torch.cat([p.total for p in parts]).mean())
 
 
 class SlicedWasserstein(Metric):

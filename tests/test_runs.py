@@ -121,6 +121,12 @@ def test_wb_eval_appends_to_the_summary(wb, workdir):
     assert after["swd"] == before["swd"] and after["nll"] > 0
     line = json.loads((run_dir / "evaluations.jsonl").read_text().splitlines()[-1])
     assert line["nll"] == after["nll"] and line["sampler"] == "ddpm"
+    # the bound's breakdown by step is saved for a plot, and adds up to the reported value
+    terms = json.loads((run_dir / "nll_terms.json").read_text())
+    assert len(terms["per_step"]) == 40
+    assert sum(terms["per_step"]) + terms["prior"] == pytest.approx(after["nll"], rel=1e-9)
+    with Image.open(run_dir / "nll_terms.png") as im:
+        assert im.size == (720, 420)
 
 
 def test_wb_runs_lists_and_compares(wb):

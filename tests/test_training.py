@@ -63,7 +63,8 @@ def test_a_short_real_run_through_the_cli_writes_a_complete_run_directory(workdi
     result = CliRunner().invoke(make_app(), ["run", "tiny"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     (run_dir,) = (workdir / "runs" / "tiny").iterdir()
-    for name in ("experiment.toml", "metrics.jsonl", "checkpoint.pt", "samples.png", "summary.json"):
+    for name in ("experiment.toml", "metrics.jsonl", "checkpoint.pt", "summary.json", "samples.png",
+                 "trajectory.png", "forward.png", "loss.png", "nll_terms.png"):
         assert (run_dir / name).is_file(), name
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "done" and summary["step"] == 20

@@ -329,7 +329,7 @@ def evaluate_run(
 ) -> None:
     """Evaluate a run's EMA model and add the results to its summary."""
     from workbench import runs
-    from workbench.evaluation import evaluate, make_evaluation
+    from workbench.evaluation import evaluate, make_evaluation, save_artifacts
     from workbench.pipeline import build_sampler
     from workbench.registry import default_registry
 
@@ -342,6 +342,7 @@ def evaluate_run(
     chosen = build_sampler(pipeline.exp, sampler)
     evaluation = make_evaluation(pipeline, pipeline.model, held_out, progress=console, num_samples=samples, sampler=chosen)
     results = evaluate(metrics, evaluation)
+    save_artifacts(evaluation, run.dir)
     summary = run.summary
     summary["metrics"] = {**summary.get("metrics", {}), **results}
     runs.write_json(run.dir / runs.SUMMARY, summary)

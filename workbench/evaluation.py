@@ -9,6 +9,7 @@ metric that asks for them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -32,6 +33,7 @@ class Evaluation:
     seed: int = 0
     progress: Callable[[str], None] | None = None
     dataset: Dataset | None = None  # the experiment's dataset component (fd trains its feature network on it)
+    artifacts: dict[str, Any] = field(default_factory=dict)  # what metrics leave for plots (e.g. nll_terms)
     _samples: torch.Tensor | None = field(default=None, repr=False)
 
     @property
@@ -61,6 +63,22 @@ def evaluate(metrics: tuple[Metric, ...] | list[Metric], evaluation: Evaluation)
                 evaluation.progress(f"computing {metric.name}")
             results[metric.name] = float(metric.compute(evaluation))
     return results
+
+
+def save_artifacts(evaluation: Evaluation, run_dir: Path) -> None:
+    """Plots of what the metrics left behind: the NLL bound's breakdown by step (nll_terms.png/.json)."""
+    from workbench import plots
+    from workbench.runs import write_json
+
+    terms = evaluation.artifacts.get("nll_terms")
+    if terms:
+        write_json(run_dir / "nll_terms.json", terms)
+        per_step = terms["per_step"]
+        plots.line_chart(
+            [("L_t (t = 0: decoder)", list(range(len(per_step))), per_step)], run_dir / "nll_terms.png",
+            f"NLL bound by step, bits/dim (prior term {terms['prior']:.2g}, total {sum(per_step) + terms['prior']:.3f})",
+            xlabel="t", ylabel="bits/dim", log_y=True,
+        )
 
 
 def make_evaluation(pipeline: Pipeline, model: Callable, held_out: torch.Tensor, progress: Any = None,

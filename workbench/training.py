@@ -33,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 from workbench import distributed, plots, runs
 from workbench.display import save_samples, sparkline, terminal_samples
 from workbench.errors import ConfigError, WorkbenchError
-from workbench.evaluation import evaluate, make_evaluation
+from workbench.evaluation import evaluate, make_evaluation, save_artifacts
 from workbench.experiment import Experiment
 from workbench.pipeline import Pipeline, example_tensor, resolve_device
 
@@ -374,6 +374,7 @@ class Trainer:
         self._save_plots()
         self.console.print(f"pictures written to {self.run_dir}: samples.png, trajectory.png, forward.png, loss.png", soft_wrap=True)
         metrics = evaluate(self.exp.metrics, evaluation) if evaluate_at_end else {}
+        save_artifacts(evaluation, self.run_dir)
         summary = self._write_summary("done", metrics)
         self._print_summary(summary)
         return summary
