@@ -236,7 +236,7 @@ class Trainer:
         batches = self._batches(spec.batch_size // spec.accumulate)
         window: list[torch.Tensor] = []
         window_quarters = torch.zeros(2, 4, device=self.device)
-        started, window_start, window_steps = time.perf_counter(), time.perf_counter(), 0
+        window_start, window_steps = time.perf_counter(), 0
         last_good = self.step
         while self.step < spec.steps and not distributed.any_rank(self.stop_requested, self.context, self.device):
             loss, by_quarter = self.train_step(batches)
@@ -284,13 +284,10 @@ class Trainer:
                 if self.main and spec.sample_every and self.step % spec.sample_every == 0 and self.step < spec.steps:
                     self._preview(progress.console, f"samples at step {self.step}")
         self.wall_time += time.perf_counter() - window_start if window_steps else 0.0
-        del started
 
-    def _smoothed_loss(self, alpha: float = 0.3) -> float:
-        smoothed = self.losses[0]
-        for value in self.losses[1:]:
-            smoothed = alpha * value + (1 - alpha) * smoothed
-        return smoothed
+    def _smoothed_loss(self) -> float:
+        """The logged loss, exponentially smoothed (what the progress bar and summary show)."""
+        return plots.smooth(self.losses, alpha=0.3)[-1]
 
     @contextmanager
     def _deferred_interrupt(self):
