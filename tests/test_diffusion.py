@@ -13,24 +13,14 @@ import math
 import pytest
 import torch
 
+from reference import abar_of, linear_betas
 from workbench.diffusion import Diffusion
 
 T = 50
 
 
-def make_betas(T: int = T) -> torch.Tensor:
-    """A DDPM linear schedule scaled to T steps (ends 1e-4 and 0.02 at T = 1000)."""
-    scale = 1000 / T
-    return torch.linspace(scale * 1e-4, scale * 0.02, T, dtype=torch.float64)
 
 
-def abar_of(betas: torch.Tensor) -> torch.Tensor:
-    """abar[t] = prod_{s <= t} (1 - beta_s), as a plain loop in float64."""
-    out, running = [], 1.0
-    for beta in betas.tolist():
-        running *= 1.0 - beta
-        out.append(running)
-    return torch.tensor(out, dtype=torch.float64)
 
 
 def column(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -55,7 +45,7 @@ def draw(generator: torch.Generator, shape=(64, 3, 4), dtype=torch.float64):
 
 
 def test_tables_follow_the_definitions():
-    betas = make_betas()
+    betas = linear_betas(T)
     d = Diffusion(betas)
     abar = abar_of(betas)
     for table in (d.betas, d.alphas_cumprod, d.posterior_variance, d.posterior_log_variance_clipped):
@@ -74,7 +64,7 @@ def test_tables_follow_the_definitions():
 
 @pytest.mark.parametrize("shape", [(64, 2), (64, 3, 4)])
 def test_conversions_are_exact_inverses_consistent_with_q_sample(generator, shape):
-    d = Diffusion(make_betas())
+    d = Diffusion(linear_betas(T))
     x0, eps, t = draw(generator, shape)
     x_t = d.q_sample(x0, t, eps)
     abar = column(abar_of(d.betas)[t], x0)
@@ -95,7 +85,7 @@ def test_conversions_are_exact_inverses_consistent_with_q_sample(generator, shap
 
 @pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
 def test_training_target_is_read_back_as_x0_and_eps(generator, prediction):
-    d = Diffusion(make_betas(), prediction=prediction)
+    d = Diffusion(linear_betas(T), prediction=prediction)
     x0, eps, t = draw(generator)
     x_t = d.q_sample(x0, t, eps)
     target = d.training_target(x0, eps, t)
@@ -110,7 +100,7 @@ def test_training_target_is_read_back_as_x0_and_eps(generator, prediction):
 
 
 def test_q_sample_moments_match_q_mean_variance(generator):
-    d = Diffusion(make_betas())
+    d = Diffusion(linear_betas(T))
     n = 20000
     x0 = torch.tensor([[1.5, -0.7]], dtype=torch.float64).expand(n, 2)
     for step in (0, 10, T - 1):
@@ -128,7 +118,7 @@ def test_q_sample_moments_match_q_mean_variance(generator):
 
 def test_q_mean_variance_keeps_precision_in_float32():
     """1 - abar at t = 0 is 1e-4: it must come from the float64 table, not a float32 subtraction."""
-    d = Diffusion(make_betas(1000))
+    d = Diffusion(linear_betas(1000))
     t = torch.tensor([0, 1, 500, 999])
     _, var32 = d.q_mean_variance(torch.zeros(4, 2), t)
     assert var32.dtype == torch.float32
@@ -154,7 +144,7 @@ def bayes_posterior(betas: torch.Tensor, t: int, x0: float, x_t: float) -> tuple
 
 
 def test_posterior_is_bayes_rule(generator):
-    betas = make_betas()
+    betas = linear_betas(T)
     d = Diffusion(betas)
     t = torch.arange(1, T)
     x0 = torch.randn(T - 1, 1, generator=generator, dtype=torch.float64)
@@ -170,7 +160,7 @@ def test_posterior_is_bayes_rule(generator):
 @pytest.mark.parametrize("step", [1, 25, T - 1])
 def test_posterior_by_integration_on_a_grid(step):
     """The same posterior from the unnormalized density on a fine 1-D grid, no algebra."""
-    betas = make_betas()
+    betas = linear_betas(T)
     d = Diffusion(betas)
     abar = abar_of(betas)
     x0, x_t = 0.8, -0.3
@@ -196,7 +186,7 @@ def test_posterior_by_integration_on_a_grid(step):
 
 
 def test_posterior_at_t0_is_x0_and_its_log_variance_is_clipped():
-    betas = make_betas()
+    betas = linear_betas(T)
     d = Diffusion(betas)
     x0 = torch.tensor([[0.3, -0.9]], dtype=torch.float64)
     x_t = torch.tensor([[0.5, 0.1]], dtype=torch.float64)
@@ -221,7 +211,7 @@ def learned_output(prediction: torch.Tensor, v: float) -> torch.Tensor:
 @pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
 @pytest.mark.parametrize("variance", ["fixed_small", "fixed_large", "learned_range"])
 def test_exact_prediction_gives_the_posterior_mean(generator, prediction, variance):
-    d = Diffusion(make_betas(), prediction=prediction, variance=variance)
+    d = Diffusion(linear_betas(T), prediction=prediction, variance=variance)
     x0, eps, t = draw(generator)
     x_t = d.q_sample(x0, t, eps)
     output = d.training_target(x0, eps, t)
@@ -237,7 +227,7 @@ def test_exact_prediction_gives_the_posterior_mean(generator, prediction, varian
 
 
 def test_fixed_small_and_fixed_large_variances():
-    betas = make_betas()
+    betas = linear_betas(T)
     t = torch.arange(T)
     x_t = torch.zeros(T, 2, dtype=torch.float64)
     small = Diffusion(betas, variance="fixed_small").p_mean_variance(x_t, x_t, t)
@@ -256,7 +246,7 @@ def test_fixed_small_and_fixed_large_variances():
 
 
 def test_learned_range_interpolates_log_variance(generator):
-    betas = make_betas()
+    betas = linear_betas(T)
     d = Diffusion(betas, variance="learned_range")
     x0, eps, t = draw(generator, (T, 2))
     x_t = d.q_sample(x0, t, eps)
@@ -278,14 +268,14 @@ def test_learned_range_interpolates_log_variance(generator):
 
 
 def test_learned_range_without_variance_channels_is_an_error():
-    d = Diffusion(make_betas(), variance="learned_range")
+    d = Diffusion(linear_betas(T), variance="learned_range")
     x = torch.zeros(2, 2, dtype=torch.float64)
     with pytest.raises(ValueError, match="learned_range"):
         d.model_log_variance(None, x, torch.tensor([0, 1]))
 
 
 def test_clip_denoised_clips_x0_and_keeps_eps_consistent(generator):
-    d = Diffusion(make_betas(), prediction="eps")
+    d = Diffusion(linear_betas(T), prediction="eps")
     x0 = 3 * torch.randn(T, 4, generator=generator, dtype=torch.float64)  # well outside [-1, 1]
     eps = torch.randn(T, 4, generator=generator, dtype=torch.float64)
     t = torch.arange(T)
@@ -303,7 +293,7 @@ def test_clip_denoised_clips_x0_and_keeps_eps_consistent(generator):
 
 @pytest.mark.parametrize("variance", ["fixed_small", "fixed_large", "learned_range"])
 def test_results_come_back_in_the_input_dtype(generator, variance):
-    d = Diffusion(make_betas(), prediction="v", variance=variance)
+    d = Diffusion(linear_betas(T), prediction="v", variance=variance)
     x0, eps, t = draw(generator, dtype=torch.float32)
     x_t = d.q_sample(x0, t, eps)
     output = d.training_target(x0, eps, t)
@@ -325,7 +315,7 @@ def test_results_come_back_in_the_input_dtype(generator, variance):
 
 
 def test_tables_are_cached_per_device_and_float64_is_exact(generator):
-    d = Diffusion(make_betas())
+    d = Diffusion(linear_betas(T))
     x0, eps, t = draw(generator, (T, 2))
     x_t = d.q_sample(x0, t, eps)
     cpu = torch.device("cpu")
@@ -341,7 +331,7 @@ def test_tables_are_cached_per_device_and_float64_is_exact(generator):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_tables_follow_the_tensors_to_the_gpu(generator):
-    d = Diffusion(make_betas())
+    d = Diffusion(linear_betas(T))
     x0, eps, t = draw(generator, (T, 2))
     x_t = d.q_sample(x0.cuda(), t.cuda(), eps.cuda())
     assert x_t.device.type == "cuda" and x_t.dtype == torch.float64
@@ -353,8 +343,8 @@ def test_tables_follow_the_tensors_to_the_gpu(generator):
 
 
 def test_split_output_and_model_channels():
-    fixed = Diffusion(make_betas(), variance="fixed_small")
-    learned = Diffusion(make_betas(), variance="learned_range")
+    fixed = Diffusion(linear_betas(T), variance="fixed_small")
+    learned = Diffusion(linear_betas(T), variance="learned_range")
     assert not fixed.learns_variance and learned.learns_variance
     assert fixed.model_channels(3) == 3 and learned.model_channels(3) == 6
     images = torch.arange(2 * 6 * 4 * 4, dtype=torch.float64).reshape(2, 6, 4, 4)
@@ -371,7 +361,7 @@ def test_split_output_and_model_channels():
 
 
 def test_respace_keeps_abar_at_the_kept_steps():
-    betas = make_betas()
+    betas = linear_betas(T)
     d = Diffusion(betas, prediction="v", variance="learned_range")
     kept = [49, 0, 10, 3, 24, 10]  # unsorted, with a duplicate
     r, timestep_map = d.respace(kept)
@@ -388,7 +378,7 @@ def test_respace_keeps_abar_at_the_kept_steps():
 
 
 def test_respace_to_every_step_is_the_original_process():
-    betas = make_betas()
+    betas = linear_betas(T)
     r, timestep_map = Diffusion(betas).respace(range(T))
     assert timestep_map.tolist() == list(range(T))
     torch.testing.assert_close(r.betas, betas, rtol=1e-10, atol=0)
@@ -398,7 +388,7 @@ def test_respace_to_every_step_is_the_original_process():
 @pytest.mark.parametrize("steps", [[], [-1, 5], [5, T]])
 def test_respace_rejects_steps_outside_the_process(steps):
     with pytest.raises(ValueError, match="respace"):
-        Diffusion(make_betas()).respace(steps)
+        Diffusion(linear_betas(T)).respace(steps)
 
 
 # --- invalid construction -----------------------------------------------------------
@@ -407,8 +397,8 @@ def test_respace_rejects_steps_outside_the_process(steps):
 @pytest.mark.parametrize(
     ("betas", "options"),
     [
-        (make_betas(), {"prediction": "epsilon"}),
-        (make_betas(), {"variance": "learned"}),
+        (linear_betas(T), {"prediction": "epsilon"}),
+        (linear_betas(T), {"variance": "learned"}),
         (torch.tensor([0.0, 0.1]), {}),
         (torch.tensor([0.1, -0.1]), {}),
         (torch.tensor([0.1, 1.5]), {}),

@@ -22,6 +22,7 @@ import pytest
 import torch
 
 import workbench as wb
+from reference import cosine_betas
 from workbench.diffusion import Diffusion
 from workbench.errors import ConfigError
 from workbench.exact import GaussianMixtureDenoiser
@@ -37,11 +38,6 @@ from workbench.likelihood import (
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def cosine_betas(T: int) -> torch.Tensor:
-    """Nichol & Dhariwal's cosine schedule (eq. 17), written out here."""
-    steps = torch.arange(T + 1, dtype=torch.float64) / T
-    f = torch.cos((steps + 0.008) / 1.008 * math.pi / 2) ** 2
-    return (1 - f[1:] / f[:-1]).clamp(max=0.999)
 
 
 def simpson(y: np.ndarray, x: np.ndarray) -> float:

@@ -18,6 +18,7 @@ import pytest
 import torch
 from torch import nn
 
+from reference import abar_of, cosine_betas, linear_betas
 from workbench.diffusion import Diffusion
 from workbench.errors import ConfigError
 from workbench.exact import GaussianMixtureDenoiser
@@ -28,23 +29,10 @@ from workbench.plugins.losses import MSE, VLB, Hybrid, min_snr_weight
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def linear_betas(T: int) -> torch.Tensor:
-    scale = 1000 / T
-    return torch.linspace(scale * 1e-4, scale * 0.02, T, dtype=torch.float64)
 
 
-def cosine_betas(T: int) -> torch.Tensor:
-    steps = torch.arange(T + 1, dtype=torch.float64) / T
-    f = torch.cos((steps + 0.008) / 1.008 * math.pi / 2) ** 2
-    return (1 - f[1:] / f[:-1]).clamp(max=0.999)
 
 
-def abar_of(betas: torch.Tensor) -> torch.Tensor:
-    out, running = [], 1.0
-    for beta in betas.tolist():
-        running *= 1.0 - beta
-        out.append(running)
-    return torch.tensor(out, dtype=torch.float64)
 
 
 def fixed_output(out: torch.Tensor):
