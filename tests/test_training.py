@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from pydantic import PrivateAttr
+from rich.console import Console
 from typer.testing import CliRunner
 
 import workbench as wb
@@ -21,7 +23,7 @@ from workbench import runs
 from workbench.cli import make_app
 from workbench.experiment import load_experiment
 from workbench.registry import Registry
-from workbench.training import Interrupted, NonFiniteLoss, train
+from workbench.training import Interrupted, NonFiniteLoss, Trainer, adamw, fast_bf16, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,6 +42,16 @@ eval      = { samples = 200, metrics = ["swd", { name = "nll", examples = 50 }] 
 extends = "tiny"
 backbone = { name = "mlp", width = 32, depth = 2, dropout = 0.1 }
 train = { accumulate = 2 }
+
+[tiny_unet]
+extends = "tiny"
+dataset = { name = "shapes", size = 8, n = 200 }
+backbone = { name = "unet", channels = 8, channel_mult = [1, 2], groups = 4, num_heads = 2, dropout = 0.1 }
+train = { batch_size = 16 }
+
+[tiny_unet_bf16]
+extends = "tiny_unet"
+train = { precision = "bf16" }
 """
 
 
@@ -103,7 +115,7 @@ def interrupt_at(step: int) -> types.ModuleType:
     return module
 
 
-@pytest.mark.parametrize("name", ["tiny", "tiny_dropout"])
+@pytest.mark.parametrize("name", ["tiny", "tiny_dropout", "tiny_unet", "tiny_unet_bf16"])
 def test_resume_after_ctrl_c_ends_bit_for_bit_where_an_uninterrupted_run_ends(workdir, monkeypatch, name):
     exp = load_experiment(name)
     straight = final_state(train(exp, evaluate_at_end=False).dir)
@@ -125,6 +137,33 @@ def test_resume_after_ctrl_c_ends_bit_for_bit_where_an_uninterrupted_run_ends(wo
             assert torch.equal(value, resumed[part][key]), f"{part}.{key} differs"
     assert torch.equal(straight["generator"], resumed["generator"])
     assert [r["step"] for r in runs.read_metrics(run_dir)] == [5, 10, 15, 20]
+
+
+def test_adamw_is_fused_where_torch_has_the_kernel_and_computes_the_same_update():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(8, 4)
+    fused = adamw(model.parameters(), lr=1e-2, weight_decay=0.1, device=torch.device("cpu"))
+    twin = copy.deepcopy(model)
+    plain = torch.optim.AdamW(twin.parameters(), lr=1e-2, weight_decay=0.1, foreach=False)
+    assert fused.defaults["fused"] is True  # torch >= 2.4 has the CPU kernel; this project pins 2.13
+    x = torch.randn(16, 8)
+    for _ in range(3):
+        for net, optimizer in ((model, fused), (twin, plain)):
+            optimizer.zero_grad()
+            net(x).square().mean().backward()
+            optimizer.step()
+    for a, b in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(a, b)
+
+
+def test_bf16_autocasts_the_network_where_the_device_has_fast_bf16(workdir):
+    trainer = Trainer(load_experiment("tiny_unet_bf16"), torch.device("cpu"), Console(quiet=True))
+    dtypes = []
+    trainer.model.register_forward_hook(lambda module, args, output: dtypes.append(output.dtype))
+    loss, _ = trainer.train_step(trainer._batches(16))
+    assert torch.isfinite(loss)
+    assert dtypes == [torch.bfloat16 if fast_bf16(torch.device("cpu")) else torch.float32]
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # autocast keeps fp32 weights
 
 
 def test_resume_through_the_cli_uses_the_stored_experiment(workdir, monkeypatch):

@@ -50,7 +50,7 @@ class TrainSpec(_Section):
     grad_clip: float | None = Field(1.0, gt=0, description="clip the gradient norm to this (None: no clipping)")
     ema: float = Field(0.999, ge=0, lt=1, description="EMA decay of the weights used for sampling and evaluation")
     accumulate: int = Field(1, ge=1, description="micro-batches per optimizer step (gradient accumulation)")
-    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 autocast (CUDA only) or fp32")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 autocast (CUDA, or a CPU with AVX512-BF16 / AMX) or fp32")
     compile: bool = Field(False, description="torch.compile the backbone")
     log_every: int = Field(50, ge=1, description="steps between metric-log lines")
     sample_every: int = Field(0, ge=0, description="steps between preview sample grids (0: only at the end)")

@@ -26,6 +26,18 @@ def resolve_device(requested: str | None) -> torch.device:
     return device
 
 
+def memory_format(shape: tuple[int, ...]) -> torch.memory_format:
+    """How the 4-D weights of a network for examples of `shape` are laid out.
+
+    Images get channels_last (NHWC): oneDNN on the CPU and cuDNN on GPUs run
+    convolutions in that layout natively, so each convolution skips two
+    layout conversions and group norm and attention read their inputs without
+    copies (benchmarks/training.py measures it). Only 4-D parameters change;
+    a network without convolutions is left as it is, and so is the math.
+    """
+    return torch.channels_last if len(shape) == 3 else torch.preserve_format
+
+
 class Pipeline:
     """Diffusion process, network and data shape of one experiment on one device."""
 
@@ -35,7 +47,7 @@ class Pipeline:
         self.shape = tuple(exp.dataset.shape)
         self.diffusion = Diffusion(exp.scheduler.betas(), exp.diffusion.prediction, exp.diffusion.variance)
         out_channels = exp.loss.out_channels(self.shape[0], exp.diffusion.variance)
-        self.model = exp.backbone.build(self.shape, out_channels).to(device)
+        self.model = exp.backbone.build(self.shape, out_channels).to(device, memory_format=memory_format(self.shape))
         # The loss's own copy, told the data's levels (its decoder term needs them).
         self.loss = exp.loss.for_data(exp.dataset.levels)
 
