@@ -9,12 +9,12 @@ time, and the ratio to a bare `python -c "import torch"` on this machine.
 
 from __future__ import annotations
 
-import argparse
-import platform
 import statistics
 import subprocess
 import sys
 import time
+
+from common import parser, setup, table
 
 COMMANDS = {
     "wb --help": [sys.executable, "-m", "workbench", "--help"],
@@ -34,17 +34,21 @@ def wall_times(command: list[str], repeat: int) -> list[float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=7)
-    args = parser.parse_args()
-    results = {name: wall_times(cmd, args.repeat) for name, cmd in COMMANDS.items()}
+    p = parser(__doc__)
+    p.add_argument("--repeat", type=int, default=7)
+    args = p.parse_args()
+    setup(args)
+    repeat = 1 if args.smoke else args.repeat
+    results = {name: wall_times(cmd, repeat) for name, cmd in COMMANDS.items()}
     torch_median = statistics.median(results["python -c 'import torch'"])
-    print(f"machine: {platform.machine()} {platform.processor() or ''}, Python {platform.python_version()}, "
-          f"{args.repeat} runs each")
-    print(f"{'command':<28} {'median s':>9} {'best s':>8} {'/ import torch':>15}")
-    for name, times in results.items():
-        median = statistics.median(times)
-        print(f"{name:<28} {median:>9.3f} {min(times):>8.3f} {median / torch_median:>15.2f}")
+    rows = [
+        [f"`{name}`", f"{statistics.median(times):.3f}", f"{min(times):.3f}", f"{statistics.median(times) / torch_median:.2f}"]
+        for name, times in results.items()
+    ]
+    wb_list = statistics.median(results["wb list"])
+    print(table("CLI start-up", ["command", "median s", "best s", "/ import torch"], rows,
+                f"Each command in a fresh interpreter, {repeat} runs each."))
+    print(f"Goal `wb list` under 0.5 s: {'met' if wb_list < 0.5 else 'missed'} ({wb_list:.3f} s median).")
 
 
 if __name__ == "__main__":

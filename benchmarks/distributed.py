@@ -10,9 +10,7 @@ also one GPU with fp32, bf16 autocast and torch.compile.
 
 from __future__ import annotations
 
-import argparse
 import os
-import platform
 import socket
 import tempfile
 import time
@@ -21,6 +19,8 @@ from pathlib import Path
 import torch
 import torch.multiprocessing as mp
 from rich.console import Console
+
+from common import parser, setup, table
 
 EXPERIMENT = """\
 [bench]
@@ -80,32 +80,35 @@ def write_experiment(folder: str, args, precision: str = "fp32", compile: bool =
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--size", type=int, default=16)
-    args = parser.parse_args()
+    p = parser(__doc__)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--size", type=int, default=16)
+    args = p.parse_args()
+    setup(args)
+    if args.smoke:
+        args.steps, args.batch, args.size = 2, 8, 8
     cores = os.cpu_count() or 1
-    print(f"machine: {platform.machine()}, {cores} CPU cores, torch {torch.__version__}; "
-          f"unet on 3x{args.size}x{args.size}, global batch {args.batch}, {args.steps} timed steps")
+    rows = []
     with tempfile.TemporaryDirectory() as folder:
         file = write_experiment(folder, args)
         torch.set_num_threads(cores)
         one = examples_per_second(file, "cpu", args.steps)
-        print(f"{'CPU, 1 process':<28} {one:>9.1f} examples/s  ({cores} threads)")
+        rows.append(["CPU, 1 process", f"{cores} threads", f"{one:.1f}", "x1.00"])
         out = str(Path(folder) / "rate")
         threads = max(1, cores // 2)
         mp.spawn(_worker, args=(2, free_port(), file, args.steps, threads, out), nprocs=2, join=True)
         two = float(Path(out).read_text())
-        print(f"{'CPU, 2 processes (gloo)':<28} {two:>9.1f} examples/s  ({threads} threads each)  x{two / one:.2f}")
+        rows.append(["CPU, 2 processes (gloo)", f"{threads} threads each", f"{two:.1f}", f"x{two / one:.2f}"])
         if torch.cuda.is_available():
             base = None
             for precision, compile in (("fp32", False), ("bf16", False), ("bf16", True)):
                 rate = examples_per_second(write_experiment(folder, args, precision, compile), "cuda", args.steps)
                 base = base or rate
-                print(f"{f'1 GPU, {precision}' + (' + compile' if compile else ''):<28} {rate:>9.1f} examples/s  x{rate / base:.2f}")
-        else:
-            print("no CUDA device here: GPU figures skipped")
+                rows.append([f"1 GPU, {precision}" + (" + compile" if compile else ""), "", f"{rate:.1f}", f"x{rate / base:.2f}"])
+    note = (f"`unet` on 3x{args.size}x{args.size}, global batch {args.batch}, {args.steps} timed steps of the engine's "
+            "own train step after 3 warm-up steps" + ("" if torch.cuda.is_available() else "; no CUDA device here: GPU rows skipped"))
+    print(table("Training throughput by process count", ["setting", "threads", "examples/s", "speed-up"], rows, note))
 
 
 if __name__ == "__main__":

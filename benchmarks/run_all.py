@@ -1,0 +1,92 @@
+"""Run every benchmark and write benchmarks/RESULTS.md: machine, versions, date, and each benchmark's tables.
+
+Each benchmark runs in a fresh interpreter, one after the other, so that none
+inherits another's threads, caches or compiled kernels. A benchmark that
+fails is reported in RESULTS.md with its error output, and this script then
+exits non-zero after running the rest.
+
+    python benchmarks/run_all.py [--only training samplers] [--output benchmarks/RESULTS.md] [--smoke]
+    make bench        # the same, after installing the `bench` extra (diffusers)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+# name -> (title, what it answers); the script is benchmarks/<name>.py.
+BENCHMARKS = {
+    "training": ("Training throughput against diffusers' UNet2DModel", "examples/s, GFLOP/s, fraction of peak, engine overhead"),
+    "samplers": ("Sampling against diffusers' schedulers", "model evaluations and wall time to a fixed quality"),
+    "quality": ("Quality for the compute: digits at a fixed wall-clock budget", "fd and nll against a diffusers training loop"),
+    "cli_startup": ("CLI start-up", "`wb --help` and `wb list` wall time"),
+    "distributed": ("Training throughput with 1 and 2 processes", "DDP on gloo; one GPU when present"),
+}
+
+
+def versions() -> str:
+    found = []
+    for package in ("workbench", "torch", "diffusers", "numpy", "scikit-learn"):
+        try:
+            found.append(f"{package} {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{package} (not installed)")
+    return ", ".join(found) + f"; Python {platform.python_version()}"
+
+
+def run(name: str, extra: list[str]) -> tuple[str, bool, float]:
+    """One benchmark's markdown output (its machine line dropped), whether it succeeded, and its wall time."""
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, str(HERE / f"{name}.py"), *extra], capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    lines = [line for line in result.stdout.splitlines() if not line.startswith("machine: ")]
+    text = "\n".join(lines).strip() + "\n"
+    if result.returncode != 0:
+        text += f"\n**failed** (exit {result.returncode}):\n\n```\n{result.stderr.strip()[-4000:]}\n```\n"
+    return text, result.returncode == 0, seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS))
+    parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
+    parser.add_argument("--smoke", action="store_true", help="toy sizes: checks that every benchmark runs")
+    args = parser.parse_args()
+    sys.path.insert(0, str(HERE))
+    from common import machine
+
+    extra = ["--smoke"] if args.smoke else []
+    sections, failed = [], []
+    for name in args.only:
+        title, what = BENCHMARKS[name]
+        print(f"running {name}.py ({what}) ...", flush=True)
+        text, ok, seconds = run(name, extra)
+        print(text, flush=True)
+        if not ok:
+            failed.append(name)
+        sections.append(f"## {title}\n\n`python benchmarks/{name}.py{' --smoke' if args.smoke else ''}` "
+                        f"({seconds:.0f} s)\n\n{text}")
+    header = (
+        "# Benchmark results\n\n"
+        "Written by `python benchmarks/run_all.py` (`make bench`); every figure below was measured in that run.\n\n"
+        f"- date: {datetime.date.today().isoformat()}\n"
+        f"- machine: {machine()}\n"
+        f"- versions: {versions()}\n"
+        + ("- **smoke run: toy sizes, the figures mean nothing**\n" if args.smoke else "")
+    )
+    args.output.write_text(header + "\n" + "\n".join(sections))
+    print(f"wrote {args.output}")
+    if failed:
+        sys.exit(f"failed: {', '.join(failed)}")
+
+
+if __name__ == "__main__":
+    main()
