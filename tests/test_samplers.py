@@ -89,7 +89,7 @@ def test_samplers_are_registered_with_their_defaults(registry):
     ddim = registry.build("sampler", "ddim")
     assert (ddim.steps, ddim.eta, ddim.spacing, ddim.clip_denoised) == (50, 0.0, "logsnr", True)
     dpm = registry.build("sampler", "dpm_solver")
-    assert (dpm.steps, dpm.order, dpm.spacing) == (20, 2, "logsnr")
+    assert (dpm.steps, dpm.order, dpm.spacing) == (20, 3, "logsnr")
     for bad in ({"eta": 1.5}, {"steps": 0}, {"spacing": "quadratic"}, {"stepz": 5}):
         with pytest.raises(ConfigError):
             registry.build("sampler", "ddim", **bad)
@@ -182,6 +182,18 @@ def test_first_order_dpm_solver_is_ddim(spacing):
     x_dpm, path_dpm = dpm.sample(model, diffusion, (256, 2), generator=seeded(1), return_trajectory=True)
     for a, b in zip(path_ddim, path_dpm):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_third_order_dpm_solver_falls_back_to_second_order_on_short_grids():
+    """Below 15 steps 3M extrapolates over steps too long to be stable; it walks 2M's path there."""
+    diffusion = linear_diffusion()
+    model = mixture(diffusion)
+
+    def run(steps, order):
+        return wb.build("sampler", "dpm_solver", steps=steps, order=order).sample(model, diffusion, (64, 2), generator=seeded(3))
+
+    torch.testing.assert_close(run(10, 3), run(10, 2), rtol=0, atol=0)
+    assert not torch.allclose(run(20, 3), run(20, 2))
 
 
 def test_learned_variance_channels():
@@ -404,8 +416,9 @@ def test_ddim_matches_diffusers(prediction, eta):
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.parametrize("prediction", ["eps", "v"])
 @pytest.mark.parametrize("clip", [True, False])
-def test_dpm_solver_matches_diffusers(prediction, clip):
-    """DPMSolverMultistepScheduler, dpmsolver++ order 2 ('midpoint' = Algorithm 2), final sigma 0, our grid.
+@pytest.mark.parametrize("order", [2, 3])
+def test_dpm_solver_matches_diffusers(prediction, clip, order):
+    """DPMSolverMultistepScheduler, dpmsolver++ of order 2 ('midpoint' = Algorithm 2) or 3, final sigma 0, our grid.
 
     diffusers has no plain clipping for it; dynamic thresholding with a maximum of 1 is exactly that
     (its thresholding needs a channel axis and a spatial one, hence points of shape [2, 1]).
@@ -413,12 +426,12 @@ def test_dpm_solver_matches_diffusers(prediction, clip):
     diffusers = pytest.importorskip("diffusers")
     diffusion = linear_diffusion(prediction=prediction)
     model = mixture(diffusion)
-    sampler = wb.build("sampler", "dpm_solver", steps=20, clip_denoised=clip)
+    sampler = wb.build("sampler", "dpm_solver", steps=20, order=order, clip_denoised=clip)
     ours = sampler.sample(model, diffusion, (128, 2, 1), generator=seeded(6))
 
     scheduler = diffusers.DPMSolverMultistepScheduler(
         num_train_timesteps=1000, trained_betas=diffusion.betas.numpy(), algorithm_type="dpmsolver++",
-        solver_order=2, solver_type="midpoint", lower_order_final=True, final_sigmas_type="zero",
+        solver_order=order, solver_type="midpoint", lower_order_final=True, final_sigmas_type="zero",
         prediction_type=DIFFUSERS_PREDICTION[prediction], thresholding=clip, sample_max_value=1.0,
     )
     scheduler.set_timesteps(timesteps=sampler.timesteps(diffusion))
