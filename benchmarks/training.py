@@ -54,13 +54,14 @@ class Config:
     batch: int
     unet: dict
     dataset: str  # a workbench dataset table with examples of `shape`, for the engine-overhead row
+    window: int  # steps per timing of the engine-overhead row
 
-    def experiment(self) -> str:
+    def experiment(self, log_every: int) -> str:
         """The same network and batch as a workbench experiment."""
         options = ", ".join(f"{k} = {str(v).lower() if isinstance(v, bool) else v}" for k, v in self.unet.items())
         return (
             f"[bench]\ndataset = {self.dataset}\nbackbone = {{ name = \"unet\", {options} }}\n"
-            f"train = {{ steps = 1000000, batch_size = {self.batch}, log_every = 50 }}\n"
+            f"train = {{ steps = 1000000, batch_size = {self.batch}, log_every = {log_every} }}\n"
         )
 
 
@@ -68,14 +69,14 @@ CONFIGS = {
     # The `digits` experiment's U-Net on 8x8 grey images.
     "8x8x1": Config((1, 8, 8), 128, dict(channels=32, channel_mult=[1, 2], num_res_blocks=1,
                                          attention_resolutions=[4], head_channels=8, groups=8, scale_shift=False),
-                    '{ name = "digits" }'),
+                    '{ name = "digits" }', 20),
     # The `shapes32` experiment's U-Net (the DDPM CIFAR-10 layout at 64 channels) on 32x32 RGB.
     "32x32x3": Config((3, 32, 32), 32, dict(channels=64, channel_mult=[1, 2, 2], num_res_blocks=2,
                                             attention_resolutions=[8], head_channels=32, groups=32, scale_shift=False),
-                      '{ name = "shapes", size = 32, n = 2048 }'),
+                      '{ name = "shapes", size = 32, n = 2048 }', 10),
 }
 SMOKE = Config((1, 8, 8), 4, dict(channels=8, channel_mult=[1, 2], num_res_blocks=1, attention_resolutions=[4],
-                                  head_channels=4, groups=4, scale_shift=False), '{ name = "digits" }')
+                                  head_channels=4, groups=4, scale_shift=False), '{ name = "digits" }', 5)
 
 
 # --- the two networks ---------------------------------------------------------------------------
@@ -202,8 +203,52 @@ def bare_steps(name: str, config: Config, device: torch.device, bf16: bool, roun
         f"Medians over {rounds} alternating rounds; the last column is the median per-round speed-up over "
         "diffusers as its example trains."
     )
-    return table(f"Training step, {name}, {precision}", ["network", "examples/s", "GFLOP/s", "of peak", "vs diffusers"],
+    text = table(f"Training step, {name}, {precision}", ["network", "examples/s", "GFLOP/s", "of peak", "vs diffusers"],
                  rows, note)
+    if not bf16:
+        shown = {k: steps[k] for k in ("ours (engine)", "diffusers (example)")}
+        text += "\n" + breakdown(name, shown, 1 if rounds < 3 else 3)
+    return text
+
+
+# --- where the time goes -----------------------------------------------------------------------
+
+# Operator families, by the names torch's profiler gives the ATen operators (self CPU time).
+FAMILIES = [
+    ("convolutions (forward and backward)", ("convolution",)),
+    ("group norm", ("group_norm",)),
+    ("SiLU", ("silu",)),
+    ("attention", ("attention",)),
+    ("linear layers", ("aten::mm", "aten::addmm", "aten::bmm")),
+    ("optimizer", ("adam", "_foreach")),
+]
+
+
+def time_shares(step: BareStep, steps: int) -> dict[str, float]:
+    """The share of a step's operator time in each family of FAMILIES (the rest is 'other')."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    events = [e for e in prof.key_averages() if e.key.startswith("aten::")]
+    total = sum(e.self_cpu_time_total for e in events)
+    shares = {label: 0.0 for label, _ in FAMILIES}
+    for e in events:
+        label = next((label for label, keys in FAMILIES if any(k in e.key for k in keys)), "other")
+        shares[label] = shares.get(label, 0.0) + e.self_cpu_time_total / total
+    return shares
+
+
+def breakdown(name: str, steps: dict[str, BareStep], repeat: int) -> str:
+    shares = {label: time_shares(step, repeat) for label, step in steps.items()}
+    families = list(next(iter(shares.values())))
+    rows = [[family, *(f"{100 * s[family]:.1f}%" for s in shares.values())] for family in families]
+    note = ("Share of the step's operator time (torch.profiler, self CPU time of ATen operators, fp32) in each "
+            f"family, over {repeat} steps. The convolutions run in the same oneDNN kernels for both networks: "
+            "whatever the rest costs bounds how much faster one can be than the other at the same FLOPs.")
+    return table(f"Where a training step's time goes, {name}", ["operators", *shares], rows, note)
 
 
 # --- the engine's overhead ----------------------------------------------------------------------
@@ -217,7 +262,7 @@ def engine_overhead(name: str, config: Config, device: torch.device, rounds: int
 
     with tempfile.TemporaryDirectory() as folder:
         file = Path(folder) / "bench.toml"
-        file.write_text(config.experiment())
+        file.write_text(config.experiment(log_every=window))
         exp = load_experiment("bench", file=file)
         trainer = Trainer(exp, device, Console(quiet=True))
         trainer.start(runs.new_run_dir(Path(folder) / "runs", "bench"))
@@ -236,7 +281,8 @@ def engine_overhead(name: str, config: Config, device: torch.device, rounds: int
         ["bare step", f"{1e3 * median(times['bare']) / window:.2f}", "-"],
         ["`wb run` step", f"{1e3 * median(times['engine']) / window:.2f}", f"{100 * overhead:+.1f}%"],
     ]
-    note = (f"{name}, batch {config.batch}, fp32, {device}; {window} steps per timing (logging every 50 included), "
+    note = (f"{name}, batch {config.batch}, fp32, {device}; {window} steps per timing, the last of them a logging "
+            "step (train.log_every; the default is 50, so real runs log less often), "
             f"medians over {rounds} alternating rounds. Goal: overhead under 5%.")
     return table(f"Engine overhead, {name}", ["", "ms per step", "overhead"], rows, note)
 
@@ -266,7 +312,7 @@ def main() -> None:
         for bf16 in precisions:
             print(bare_steps(name, config, device, bf16, rounds, peaks[bf16]), flush=True)
         if not args.skip_overhead:
-            print(engine_overhead(name, config, device, rounds, window=5 if args.smoke else 50), flush=True)
+            print(engine_overhead(name, config, device, min(rounds, 5), config.window), flush=True)
 
 
 if __name__ == "__main__":
