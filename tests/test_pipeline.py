@@ -36,8 +36,10 @@ def test_image_networks_are_laid_out_channels_last_and_compute_the_same(tmp_path
     torch.testing.assert_close(pipeline.model(x, t), nchw(x, t), rtol=1e-4, atol=1e-5)
 
 
-def test_vector_networks_keep_their_layout(tmp_path):
+def test_vector_networks_and_bf16_on_the_cpu_keep_the_default_layout(tmp_path):
+    """Vectors have no convolutions; oneDNN's bf16 convolutions run faster from NCHW (benchmarks/training.py)."""
     file = tmp_path / "experiments.toml"
     file.write_text(EXPERIMENTS)
-    model = Pipeline(load_experiment("vectors", file=file), torch.device("cpu")).model
-    assert all(p.is_contiguous() for p in model.parameters())
+    for name, overrides in (("vectors", []), ("images", ["train.precision=bf16"])):
+        model = Pipeline(load_experiment(name, file=file, overrides=overrides), torch.device("cpu")).model
+        assert all(p.is_contiguous() for p in model.parameters()), name
