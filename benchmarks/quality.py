@@ -36,8 +36,8 @@ weights. Goal: better fd and better nll than the diffusers loop.
   samples the same diffusers model with our dpm_solver (20 steps), which is
   not their default and is labelled so: it separates training from sampling.
 
-- The model: diffusers' UNet2DModel with our digits U-Net's layout (the
-  mapping of `diffusers_twin` in tests/test_backbones.py): block_out_channels
+- The model: diffusers' UNet2DModel with our digits U-Net's layout
+  (UNetBackbone.diffusers_config, which tests/test_backbones.py checks): block_out_channels
   (32, 64), layers_per_block 1, attention at the 4x4 level and in the middle
   block, 4 heads of 16 channels, norm_num_groups 8. Our U-Net's scale_shift
   (AdaGN) maps to resnet_time_scale_shift="scale_shift"; with it diffusers
@@ -122,30 +122,11 @@ def train_ours(exp, budget: float) -> tuple[Trainer, float]:
 
 
 def their_unet(exp):
-    """diffusers' UNet2DModel with our experiment's U-Net layout (tests/test_backbones.py's diffusers_twin)."""
+    """diffusers' UNet2DModel with our experiment's U-Net layout (the twin tests/test_backbones.py checks)."""
     import diffusers
 
-    options, shape = exp.backbone.model_dump(), tuple(exp.dataset.shape)
-    attention = exp.backbone.attention_levels(shape)
-    levels = range(len(options["channel_mult"]))
-    widths = tuple(options["channels"] * m for m in options["channel_mult"])
-    # Our heads: width // head_channels, or num_heads; diffusers takes channels per head.
-    head_dim = options["head_channels"] or widths[attention[0] if attention else -1] // options["num_heads"]
-    return diffusers.UNet2DModel(
-        sample_size=shape[1],
-        in_channels=shape[0],
-        out_channels=shape[0],
-        block_out_channels=widths,
-        down_block_types=tuple("AttnDownBlock2D" if i in attention else "DownBlock2D" for i in levels),
-        up_block_types=tuple("AttnUpBlock2D" if i in attention else "UpBlock2D" for i in reversed(levels)),
-        layers_per_block=options["num_res_blocks"],
-        attention_head_dim=head_dim,
-        norm_num_groups=options["groups"],
-        attn_norm_num_groups=options["groups"],  # else "scale_shift" drops the middle attention's norm
-        resnet_time_scale_shift="scale_shift" if options["scale_shift"] else "default",
-        add_attention=options["mid_attention"],
-        dropout=options["dropout"],
-    )
+    shape = tuple(exp.dataset.shape)
+    return diffusers.UNet2DModel(**exp.backbone.diffusers_config(shape, shape[0]))
 
 
 class TheirLoop:

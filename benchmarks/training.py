@@ -90,24 +90,11 @@ def our_unet(config: Config) -> tuple[torch.nn.Module, object]:
     return component.build(config.shape, config.shape[0]), component
 
 
-def diffusers_unet(config: Config, attention_levels: list[int]) -> torch.nn.Module:
-    """diffusers' UNet2DModel with the same layout (the twin of tests/test_backbones.py)."""
+def diffusers_unet(config: Config, component) -> torch.nn.Module:
+    """diffusers' UNet2DModel with the same layout: the twin that tests/test_backbones.py checks."""
     import diffusers
 
-    o = config.unet
-    levels = range(len(o["channel_mult"]))
-    return diffusers.UNet2DModel(
-        sample_size=config.shape[1],
-        in_channels=config.shape[0],
-        out_channels=config.shape[0],
-        block_out_channels=tuple(o["channels"] * m for m in o["channel_mult"]),
-        down_block_types=tuple("AttnDownBlock2D" if i in attention_levels else "DownBlock2D" for i in levels),
-        up_block_types=tuple("AttnUpBlock2D" if i in attention_levels else "UpBlock2D" for i in reversed(levels)),
-        layers_per_block=o["num_res_blocks"],
-        attention_head_dim=o["head_channels"],
-        norm_num_groups=o["groups"],
-        resnet_time_scale_shift="scale_shift" if o["scale_shift"] else "default",
-    )
+    return diffusers.UNet2DModel(**component.diffusers_config(config.shape, config.shape[0]))
 
 
 # --- one bare training step ---------------------------------------------------------------------
@@ -163,7 +150,7 @@ def bare_steps(name: str, config: Config, device: torch.device, bf16: bool, roun
 
     torch.manual_seed(0)
     ours, component = our_unet(config)
-    theirs = diffusers_unet(config, component.attention_levels(config.shape))
+    theirs = diffusers_unet(config, component)
     params_ours = sum(p.numel() for p in ours.parameters())
     params_theirs = sum(p.numel() for p in theirs.parameters())
 

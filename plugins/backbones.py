@@ -8,7 +8,7 @@ so that `wb list` never imports torch.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, PositiveInt, model_validator
 
@@ -149,6 +149,43 @@ class UNetBackbone(Backbone):
                     hint="choose num_heads dividing the width of every level with attention, or set head_channels",
                 )
         return levels
+
+    def diffusers_config(self, data_shape: tuple[int, ...], out_channels: int) -> dict[str, Any]:
+        """Keyword arguments for diffusers' UNet2DModel that build this same network.
+
+        Both have the same layers under other names (the layout of
+        plugins/nets/unet.py), so the same parameter count and, with the weights
+        copied across, the same function (tests/test_backbones.py checks both).
+        It is how the benchmarks put the two side by side. Raises ConfigError for
+        options UNet2DModel cannot express: average-pool downsampling, or a head
+        count that gives attentions of different widths different head sizes
+        (diffusers takes one size per head).
+        """
+        levels = self.attention_levels(data_shape)
+        widths = self.widths()
+        attended = [widths[level] for level in levels] + ([widths[-1]] if self.mid_attention else [])
+        head_sizes = {self.head_channels or width // self.num_heads for width in attended} or {8}
+        if self.downsample != "conv" or len(head_sizes) > 1:
+            raise ConfigError(
+                "backbone 'unet': diffusers' UNet2DModel has no twin of this network "
+                f"(downsample = {self.downsample!r}, attention head sizes {sorted(head_sizes)})",
+                hint="use downsample = \"conv\", and head_channels instead of num_heads",
+            )
+        return dict(
+            sample_size=data_shape[1],
+            in_channels=data_shape[0],
+            out_channels=out_channels,
+            block_out_channels=tuple(widths),
+            down_block_types=tuple("AttnDownBlock2D" if i in levels else "DownBlock2D" for i in range(len(widths))),
+            up_block_types=tuple("AttnUpBlock2D" if i in levels else "UpBlock2D" for i in reversed(range(len(widths)))),
+            layers_per_block=self.num_res_blocks,
+            attention_head_dim=head_sizes.pop(),
+            norm_num_groups=self.groups,
+            attn_norm_num_groups=self.groups,  # without it, "scale_shift" drops the middle attention's norm
+            resnet_time_scale_shift="scale_shift" if self.scale_shift else "default",
+            add_attention=self.mid_attention,
+            dropout=self.dropout,
+        )
 
     def build(self, data_shape: tuple[int, ...], out_channels: int) -> torch.nn.Module:
         levels = self.attention_levels(data_shape)

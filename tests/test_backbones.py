@@ -238,24 +238,6 @@ def test_channels_last_gives_the_same_output(registry):
 # --- unet against diffusers' UNet2DModel -------------------------------------------------
 
 
-def diffusers_twin(options: dict, shape: tuple[int, int, int], out_channels: int, attention_levels: list[int]):
-    """diffusers' UNet2DModel with the layout of our U-Net built from `options`."""
-    diffusers = pytest.importorskip("diffusers")
-    levels = range(len(options["channel_mult"]))
-    return diffusers.UNet2DModel(
-        sample_size=shape[1],
-        in_channels=shape[0],
-        out_channels=out_channels,
-        block_out_channels=tuple(options["channels"] * m for m in options["channel_mult"]),
-        down_block_types=tuple("AttnDownBlock2D" if i in attention_levels else "DownBlock2D" for i in levels),
-        up_block_types=tuple("AttnUpBlock2D" if i in attention_levels else "UpBlock2D" for i in reversed(levels)),
-        layers_per_block=options["num_res_blocks"],
-        attention_head_dim=options["head_channels"],
-        norm_num_groups=options["groups"],
-        resnet_time_scale_shift="default",
-    )
-
-
 def copy_diffusers_weights(ours: torch.nn.Module, theirs: torch.nn.Module) -> None:
     """Load UNet2DModel's weights into our U-Net (the same layers, under other names)."""
     source = theirs.state_dict()
@@ -279,19 +261,36 @@ def copy_diffusers_weights(ours: torch.nn.Module, theirs: torch.nn.Module) -> No
     ours.load_state_dict(state, strict=True)
 
 
-def test_unet_computes_the_same_function_as_diffusers_unet2dmodel(registry):
+@pytest.mark.parametrize("options", [
+    dict(head_channels=4, scale_shift=False),
+    dict(num_heads=2, scale_shift=True, attention_resolutions=[8]),  # AdaGN; heads by count, one width attended
+])
+def test_unet_computes_the_same_function_as_diffusers_unet2dmodel(registry, options):
+    """`diffusers_config` builds the twin: the same parameters and, with its weights copied in, the same output."""
+    diffusers = pytest.importorskip("diffusers")
     g = torch.Generator().manual_seed(0)
-    options = dict(channels=8, channel_mult=[1, 2, 2], num_res_blocks=1, attention_resolutions=[4],
-                   head_channels=4, groups=4, scale_shift=False)
+    options = dict(channels=8, channel_mult=[1, 2, 2], num_res_blocks=1, attention_resolutions=[4], groups=4) | options
     shape = (3, 16, 16)
     component = registry.build("backbone", "unet", **options)
     ours = component.build(shape, 6).double()
-    theirs = diffusers_twin(options, shape, 6, component.attention_levels(shape)).double()
+    theirs = diffusers.UNet2DModel(**component.diffusers_config(shape, 6)).double()
     assert component.parameter_count(shape, 6) == sum(p.numel() for p in theirs.parameters())
     copy_diffusers_weights(ours, theirs)
     x, _ = inputs(shape, 2, g, torch.float64)
     t = torch.tensor([3, 870])
     torch.testing.assert_close(ours(x, t), theirs(x, t).sample)
+
+
+def test_diffusers_config_refuses_what_unet2dmodel_cannot_express(registry):
+    shape = (3, 16, 16)
+    # 4 heads over widths 8 (the 8x8 level) and 16 (the middle block): head sizes 2 and 4.
+    uneven = registry.build("backbone", "unet", channels=8, channel_mult=[1, 2], attention_resolutions=[16],
+                            num_heads=4, groups=4)
+    pooled = registry.build("backbone", "unet", channels=8, channel_mult=[1, 2], head_channels=4, groups=4,
+                            downsample="avgpool")
+    for component in (uneven, pooled):
+        with pytest.raises(ConfigError, match="no twin"):
+            component.diffusers_config(shape, 3)
 
 
 # --- configuration errors -----------------------------------------------------------------
