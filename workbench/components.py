@@ -34,7 +34,8 @@ Progress = Callable[[int, int], None]
 class Component(BaseModel):
     """Base of every component: options are pydantic fields, unknown ones are errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+    # defer_build: validators are built on first use, so that `wb list` does not build one per component.
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=(), defer_build=True)
 
     kind: ClassVar[str] = ""
     name: ClassVar[str] = ""
