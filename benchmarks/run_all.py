@@ -3,7 +3,8 @@
 Each benchmark runs in a fresh interpreter, one after the other, so that none
 inherits another's threads, caches or compiled kernels. A benchmark that
 fails is reported in RESULTS.md with its error output, and this script then
-exits non-zero after running the rest.
+exits non-zero after running the rest. With `--only`, the sections of the
+other benchmarks already in the file are kept, each with its own date.
 
     python benchmarks/run_all.py [--only training samplers] [--output benchmarks/RESULTS.md] [--smoke]
     make bench        # the same, after installing the `bench` extra (diffusers)
@@ -54,6 +55,14 @@ def run(name: str, extra: list[str]) -> tuple[str, bool, float]:
     return text, result.returncode == 0, seconds
 
 
+def previous_sections(path: Path) -> dict[str, str]:
+    """The '## title' sections of an earlier RESULTS.md, by title."""
+    if not path.exists():
+        return {}
+    parts = path.read_text().split("\n## ")[1:]
+    return {part.split("\n", 1)[0]: "## " + part.rstrip("\n") + "\n" for part in parts}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS))
@@ -64,7 +73,8 @@ def main() -> None:
     from common import machine
 
     extra = ["--smoke"] if args.smoke else []
-    sections, failed = [], []
+    sections: dict[str, str] = {}
+    failed = []
     for name in args.only:
         title, what = BENCHMARKS[name]
         print(f"running {name}.py ({what}) ...", flush=True)
@@ -72,17 +82,19 @@ def main() -> None:
         print(text, flush=True)
         if not ok:
             failed.append(name)
-        sections.append(f"## {title}\n\n`python benchmarks/{name}.py{' --smoke' if args.smoke else ''}` "
-                        f"({seconds:.0f} s)\n\n{text}")
+        sections[title] = (f"## {title}\n\n`python benchmarks/{name}.py{' --smoke' if args.smoke else ''}`, "
+                           f"{datetime.date.today().isoformat()}, {seconds:.0f} s\n\n{text}")
     header = (
         "# Benchmark results\n\n"
-        "Written by `python benchmarks/run_all.py` (`make bench`); every figure below was measured in that run.\n\n"
-        f"- date: {datetime.date.today().isoformat()}\n"
+        "Written by `python benchmarks/run_all.py` (`make bench`); each section names the command and the date "
+        "of the run that measured it.\n\n"
         f"- machine: {machine()}\n"
         f"- versions: {versions()}\n"
         + ("- **smoke run: toy sizes, the figures mean nothing**\n" if args.smoke else "")
     )
-    args.output.write_text(header + "\n" + "\n".join(sections))
+    kept = previous_sections(args.output) if set(args.only) != set(BENCHMARKS) else {}
+    ordered = [sections.get(title) or kept.get(title) for title, _ in BENCHMARKS.values()]
+    args.output.write_text(header + "\n" + "\n".join(section for section in ordered if section))
     print(f"wrote {args.output}")
     if failed:
         sys.exit(f"failed: {', '.join(failed)}")

@@ -52,6 +52,20 @@ def test_run_all_writes_results_with_machine_versions_date_and_every_section(tmp
     )
     assert result.returncode == 0, result.stderr
     text = output.read_text()
-    for part in ("# Benchmark results", "- date: 20", "- machine: ", "torch ", "## CLI start-up", "### CLI start-up",
-                 "smoke run"):
+    for part in ("# Benchmark results", "- machine: ", "- versions: ", "torch ", "## CLI start-up",
+                 "`python benchmarks/cli_startup.py --smoke`, 20", "### CLI start-up", "smoke run"):
         assert part in text, part
+
+
+def test_run_all_only_replaces_the_sections_it_runs(tmp_path):
+    output = tmp_path / "RESULTS.md"
+    output.write_text("# Benchmark results\n\n- machine: old\n\n## Sampling against diffusers' schedulers\n\n"
+                      "earlier figures\n\n## CLI start-up\n\nstale figures\n")
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "run_all.py"), "--smoke", "--only", "cli_startup", "--output", str(output)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    text = output.read_text()
+    assert "earlier figures" in text and "stale figures" not in text and "### CLI start-up" in text
+    assert text.index("## Sampling against") < text.index("## CLI start-up")  # the benchmarks' order
