@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch.utils.flop_counter import FlopCounterMode
 
-from common import interleaved, machine, matmul_peak, median, median_ratio, parser, setup, table
+from common import interleaved, matmul_peak, median, median_ratio, parser, setup, table
 
 import workbench as wb
 
@@ -158,7 +158,7 @@ def bare_steps(name: str, config: Config, device: torch.device, bf16: bool, roun
     channels_last = fmt == torch.channels_last
     # Ours: the network, optimizer and memory format that the engine itself makes.
     net = ours.to(device, memory_format=fmt)
-    ours_step = BareStep(net, adamw(net.parameters(), lr=1e-4, device=device),
+    ours_step = BareStep(net, adamw(net.parameters(), lr=1e-4),
                          fixed_batch(config, device, channels_last), bf16)
     # diffusers as its example trains: AdamW with torch's defaults, NCHW.
     plain = copy.deepcopy(theirs).to(device)
@@ -166,7 +166,7 @@ def bare_steps(name: str, config: Config, device: torch.device, bf16: bool, roun
                           fixed_batch(config, device, False), bf16, returns_output_object=True)
     # diffusers given the engine's optimizer and memory format.
     tuned = copy.deepcopy(theirs).to(device, memory_format=fmt)
-    tuned_step = BareStep(tuned, adamw(tuned.parameters(), lr=1e-4, device=device),
+    tuned_step = BareStep(tuned, adamw(tuned.parameters(), lr=1e-4),
                           fixed_batch(config, device, channels_last), bf16, returns_output_object=True)
     steps = {"ours (engine)": ours_step, "diffusers (example)": plain_step, "diffusers + engine's choices": tuned_step}
     flops = step_flops(steps["ours (engine)"])
@@ -257,7 +257,7 @@ def engine_overhead(name: str, config: Config, device: torch.device, rounds: int
         trainer = Trainer(exp, device, Console(quiet=True))
         trainer.start(runs.new_run_dir(Path(folder) / "runs", "bench"))
         # The bare step trains the same network with an optimizer like the engine's (and state of its own).
-        optimizer = adamw(trainer.model.parameters(), lr=exp.train.lr, device=device)
+        optimizer = adamw(trainer.model.parameters(), lr=exp.train.lr)
         channels_last = memory_format(config.shape, device) == torch.channels_last
         bare = BareStep(trainer.model, optimizer, fixed_batch(config, device, channels_last), False)
 

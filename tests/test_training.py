@@ -142,7 +142,7 @@ def test_resume_after_ctrl_c_ends_bit_for_bit_where_an_uninterrupted_run_ends(wo
 def test_adamw_is_fused_where_torch_has_the_kernel_and_computes_the_same_update():
     torch.manual_seed(0)
     model = torch.nn.Linear(8, 4)
-    fused = adamw(model.parameters(), lr=1e-2, weight_decay=0.1, device=torch.device("cpu"))
+    fused = adamw(model.parameters(), lr=1e-2, weight_decay=0.1)
     twin = copy.deepcopy(model)
     plain = torch.optim.AdamW(twin.parameters(), lr=1e-2, weight_decay=0.1, foreach=False)
     assert fused.defaults["fused"] is True  # torch >= 2.4 has the CPU kernel; this project pins 2.13

@@ -93,7 +93,7 @@ class Trainer:
         self.model, self.diffusion, self.loss = self.pipeline.model, self.pipeline.diffusion, self.pipeline.loss
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.parameters = sum(p.numel() for p in self.model.parameters())
-        self.optimizer = adamw(self.model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay, device=device)
+        self.optimizer = adamw(self.model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
         self.generator = torch.Generator(device=device).manual_seed(exp.seed)
         # DDP averages the gradients over ranks; compile goes outside it (PyTorch's recommended order).
         self.ddp = DistributedDataParallel(self.model) if context.world_size > 1 else None
@@ -436,7 +436,7 @@ class Trainer:
         self.console.print(f"run directory: {self.run_dir}", soft_wrap=True)
 
 
-def adamw(params: Any, lr: float, device: torch.device, weight_decay: float = 0.0) -> torch.optim.AdamW:
+def adamw(params: Any, lr: float, weight_decay: float = 0.0) -> torch.optim.AdamW:
     """AdamW (Loshchilov & Hutter 2019) with torch's fused kernel where this torch has one for the device.
 
     The fused kernel updates every parameter in one pass instead of a dozen
