@@ -114,6 +114,16 @@ def table(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]], 
     return "\n".join(lines) + "\n"
 
 
+def optional_diffusers(skipped: str):
+    """The diffusers module, or None with one line saying what is skipped without it."""
+    try:
+        import diffusers
+    except ImportError:
+        print(f"diffusers is not installed: {skipped} (pip install -e '.[bench]')\n", flush=True)
+        return None
+    return diffusers
+
+
 def parser(doc: str | None) -> argparse.ArgumentParser:
     """An argument parser with the options every benchmark takes: --smoke and --threads."""
     p = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0] if doc else None)

@@ -79,7 +79,7 @@ import torch
 import torch.nn.functional as F
 from rich.console import Console
 
-from common import parser, setup, table
+from common import optional_diffusers, parser, setup, table
 
 import workbench as wb
 from workbench.experiment import load_experiment
@@ -286,11 +286,7 @@ def main() -> None:
 
     floor = fd(train_data[torch.randperm(len(train_data), generator=torch.Generator().manual_seed(seed))[: args.samples]])
 
-    try:
-        import diffusers
-    except ImportError:
-        diffusers = None
-        log("diffusers is not installed: their rows are skipped (pip install -e '.[bench]')")
+    diffusers = optional_diffusers("their rows are skipped")
 
     log(f"training ours for {args.budget:g} s")
     trainer, our_seconds = train_ours(exp, args.budget)

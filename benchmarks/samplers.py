@@ -58,11 +58,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from common import interleaved, median, median_ratio, parser, setup, table
+from common import interleaved, median, median_ratio, optional_diffusers, parser, setup, table
 
 import workbench as wb
 from workbench.distances import sliced_wasserstein
-from workbench.exact import GaussianMixtureDenoiser
+from workbench.exact import GaussianMixtureDenoiser, circle_means
 
 T = 1000
 MODE_STD = 0.05
@@ -98,11 +98,6 @@ PAIRS = [
 
 # sample(model, shape, generator) -> x0: one configured sampler, ours or diffusers'.
 SampleFn = Callable[[Callable, tuple[int, ...], torch.Generator], torch.Tensor]
-
-
-def circle_means(k: int = 8, radius: float = 0.7) -> torch.Tensor:
-    angle = torch.arange(k, dtype=torch.float64) * 2 * math.pi / k
-    return radius * torch.stack([angle.cos(), angle.sin()], dim=1)
 
 
 # --- the samplers, ours and diffusers', behind one call -----------------------------------------
@@ -480,10 +475,7 @@ def main() -> None:
     if args.no_diffusers:
         print("--no-diffusers: diffusers' rows are skipped\n", flush=True)
     else:
-        try:
-            import diffusers
-        except ImportError:
-            print("diffusers is not installed: its rows are skipped (pip install -e '.[bench]')\n", flush=True)
+        diffusers = optional_diffusers("its rows are skipped")
 
     bench = Bench(diffusers, samples, seeds, args.schedule)
     print(quality(bench, SMOKE_QUALITY_ROWS if args.smoke else QUALITY_ROWS), flush=True)

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch.utils.flop_counter import FlopCounterMode
 
-from common import interleaved, matmul_peak, median, median_ratio, parser, setup, table
+from common import interleaved, matmul_peak, median, median_ratio, optional_diffusers, parser, setup, table
 
 import workbench as wb
 
@@ -289,10 +289,7 @@ def main() -> None:
     device = torch.device(args.device)
     configs = {"smoke 8x8x1": SMOKE} if args.smoke else {name: CONFIGS[name] for name in args.configs}
     rounds = 2 if args.smoke else args.rounds
-    try:
-        import diffusers  # noqa: F401
-    except ImportError:
-        print("diffusers is not installed: the side-by-side tables need it (pip install -e '.[bench]')")
+    if optional_diffusers("the side-by-side tables need it") is None:
         return
     from workbench.training import fast_bf16
 

@@ -25,7 +25,7 @@ import workbench as wb
 from workbench.diffusion import Diffusion
 from workbench.distances import sliced_wasserstein
 from workbench.errors import ConfigError
-from workbench.exact import GaussianMixtureDenoiser
+from workbench.exact import GaussianMixtureDenoiser, circle_means
 from workbench.sampling import SPACINGS, timestep_grid
 
 MODE_STD = 0.05
@@ -37,11 +37,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def linear_diffusion(T: int = 1000, prediction: str = "eps", variance: str = "fixed_small") -> Diffusion:
     return Diffusion(wb.build("scheduler", "linear", timesteps=T).betas(), prediction, variance)
-
-
-def circle_means(k: int = 8, radius: float = 0.7) -> torch.Tensor:
-    angle = torch.arange(k, dtype=torch.float64) * 2 * math.pi / k
-    return radius * torch.stack([angle.cos(), angle.sin()], dim=1)
 
 
 def mixture(diffusion: Diffusion) -> GaussianMixtureDenoiser:

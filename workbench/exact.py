@@ -80,6 +80,12 @@ class GaussianMixtureDenoiser:
         return out.to(x_t.dtype)
 
 
+def circle_means(k: int = 8, radius: float = 0.7) -> torch.Tensor:
+    """k points evenly spaced on a circle [k, 2] (float64): the modes of the 8-Gaussian test problem."""
+    angle = torch.arange(k, dtype=torch.float64) * 2 * math.pi / k
+    return radius * torch.stack([angle.cos(), angle.sin()], dim=1)
+
+
 def entropy_bits(weights: torch.Tensor | None, k: int) -> float:
     """Entropy in bits of a discrete distribution over k points (uniform if weights is None)."""
     if weights is None:
