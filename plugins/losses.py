@@ -208,6 +208,10 @@ class VLB(_BoundLoss):
     )
 
     _history: LossHistory | None = PrivateAttr(None)
+    _gather: Callable | None = PrivateAttr(None)
+
+    def distribute(self, gather: Callable) -> None:
+        self._gather = gather
 
     def timestep_probabilities(self, num_timesteps: int, device: torch.device) -> torch.Tensor | None:
         if not self.importance_sampling or self._history is None:
@@ -240,7 +244,10 @@ class VLB(_BoundLoss):
             self._check_history(diffusion.num_timesteps)
             if self._history is None:
                 self._history = LossHistory.empty(diffusion.num_timesteps)
-            self._history.record(t.cpu(), term.detach().to("cpu", dtype=self._history.values.dtype))
+            seen_t, seen_term = t, term.detach()
+            if self._gather is not None:  # under DDP: the global batch, as one process sees it
+                seen_t, seen_term = self._gather(seen_t), self._gather(seen_term)
+            self._history.record(seen_t.cpu(), seen_term.to("cpu", dtype=self._history.values.dtype))
         return prior_bpd(diffusion, x0) + weights * diffusion.num_timesteps * term
 
     def state_dict(self) -> dict[str, Any]:

@@ -21,3 +21,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def png_folder(tmp_path):
+    """tmp_path/images: 40 distinct 8x8 RGB PNGs (the `shapes` dataset's images), a set to stream."""
+    from PIL import Image
+
+    from workbench.plugins.images import draw_shapes
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    images, _ = draw_shapes(40, 8, torch.Generator().manual_seed(0))
+    for i, image in enumerate(images.permute(0, 2, 3, 1).numpy()):
+        Image.fromarray(image).save(folder / f"{i:03d}.png")
+    return folder

@@ -26,7 +26,21 @@ scheduler = { name = "linear", timesteps = 50, scale_with_timesteps = false, bet
 backbone  = { name = "mlp", width = 32, depth = 2 }
 train     = { steps = 6, batch_size = 64, lr = 1e-2, log_every = 3, checkpoint_every = 3, grad_clip = 0.5 }
 eval      = { samples = 64, metrics = [] }
+
+[tiny_streamed]
+description = "a small U-Net on a folder of images read as it trains"
+seed = 3
+dataset   = { name = "folder", path = "images", size = 8, in_memory_limit = 0 }
+scheduler = { name = "linear", timesteps = 50, scale_with_timesteps = false, beta_end = 0.2 }
+backbone  = { name = "unet", channels = 8, channel_mult = [1, 2], groups = 4, num_heads = 2 }
+train     = { steps = 4, batch_size = 12, lr = 1e-2, log_every = 2, checkpoint_every = 2 }
+eval      = { samples = 4, metrics = [] }
 """
+
+
+# Float tolerance of 2 processes against 1: the ranks' smaller batches sum in another order.
+# A wrong shard or gradient average moves weights by ~lr = 1e-2.
+CLOSE = {"rtol": 1e-4, "atol": 1e-5}
 
 
 def free_port() -> int:
@@ -35,41 +49,68 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, file: str, overrides: list[str], steps: int, out: str) -> None:
+def _worker(rank: int, world: int, port: int, name: str, file: str, overrides: list[str], steps: int, out: str) -> None:
     """One rank: join the group, train `steps` steps, save this rank's weights."""
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     context, device = distributed.init(torch.device("cpu"))
-    trainer = Trainer(load_experiment("tiny", file=file, overrides=overrides), device, Console(quiet=True), context)
+    os.chdir(Path(file).parent)
+    trainer = Trainer(load_experiment(name, file=file, overrides=overrides), device, Console(quiet=True), context)
     spec = trainer.exp.train
     batches = trainer._batches(spec.batch_size // spec.accumulate)
     for _ in range(steps):
         trainer.train_step(batches)
-    torch.save(trainer.model.state_dict(), Path(out) / f"rank{rank}.pt")
+    torch.save({"model": trainer.model.state_dict(), "loss": trainer.loss.state_dict()}, Path(out) / f"rank{rank}.pt")
     distributed.finish(context)
 
 
-def single_process_weights(file: Path, overrides: list[str], steps: int) -> dict[str, torch.Tensor]:
-    trainer = Trainer(load_experiment("tiny", file=file, overrides=overrides), torch.device("cpu"), Console(quiet=True))
+def single_process_trainer(file: Path, overrides: list[str], steps: int, name: str = "tiny") -> Trainer:
+    trainer = Trainer(load_experiment(name, file=file, overrides=overrides), torch.device("cpu"), Console(quiet=True))
     spec = trainer.exp.train
     batches = trainer._batches(spec.batch_size // spec.accumulate)
     for _ in range(steps):
         trainer.train_step(batches)
-    return trainer.model.state_dict()
+    return trainer
 
 
-@pytest.mark.parametrize("overrides", [[], ["train.accumulate=2"]], ids=["plain", "accumulate"])
-def test_two_processes_take_the_same_steps_as_one(tmp_path, overrides):
+def single_process_weights(file: Path, overrides: list[str], steps: int) -> dict[str, torch.Tensor]:
+    return single_process_trainer(file, overrides, steps).model.state_dict()
+
+
+def assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], what: str) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], **CLOSE, msg=lambda m: f"{what}: {key}\n{m}")
+
+
+# T = 10 steps fills the history (10 losses for every t) within 3 steps of 64, so that
+# the later steps draw t from it: they differ from one process unless every rank records
+# the global batch.
+IMPORTANCE = ["loss.name=vlb", "loss.importance_sampling=true", "scheduler.timesteps=10"]
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides"),
+    [("tiny", []), ("tiny", ["train.accumulate=2"]), ("tiny", IMPORTANCE), ("tiny_streamed", [])],
+    ids=["plain", "accumulate", "importance-sampling", "streamed"],
+)
+def test_two_processes_take_the_same_steps_as_one(tmp_path, monkeypatch, png_folder, name, overrides):
+    monkeypatch.chdir(tmp_path)  # the folder's relative path
     file = tmp_path / "experiments.toml"
     file.write_text(TINY)
-    mp.spawn(_worker, args=(2, free_port(), str(file), overrides, 2, str(tmp_path)), nprocs=2, join=True)
+    steps = 6 if overrides == IMPORTANCE else 4 if name == "tiny_streamed" else 2
+    mp.spawn(_worker, args=(2, free_port(), name, str(file), overrides, steps, str(tmp_path)), nprocs=2, join=True)
     rank0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
-    single = single_process_weights(file, overrides, 2)
-    for key in single:
-        assert torch.equal(rank0[key], rank1[key]), f"ranks disagree on {key}"
-        torch.testing.assert_close(rank0[key], single[key], rtol=1e-5, atol=1e-6, msg=f"{key}: 2 processes != 1")
+    single = single_process_trainer(file, overrides, steps, name)
+    for key, value in single.model.state_dict().items():
+        assert torch.equal(rank0["model"][key], rank1["model"][key]), f"ranks disagree on {key}"
+        torch.testing.assert_close(rank0["model"][key], value, **CLOSE, msg=lambda m: f"{key}: 2 processes != 1\n{m}")
+    assert_same_state(rank0["loss"], rank1["loss"], "the ranks' loss states")
+    assert_same_state(rank0["loss"], single.loss.state_dict(), "2 processes' loss state against 1's")
+    if overrides == IMPORTANCE:
+        assert single.loss.timestep_probabilities(10, torch.device("cpu")) is not None, "the history never filled"
 
 
 def test_a_two_process_cli_run_then_resume_with_one_process(tmp_path):
@@ -93,7 +134,7 @@ def test_a_two_process_cli_run_then_resume_with_one_process(tmp_path):
     final = runs.load_checkpoint(run_dir / runs.CHECKPOINT)
     assert final["step"] == 9
     for key, value in straight.items():
-        torch.testing.assert_close(final["model"][key], value, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(final["model"][key], value, **CLOSE)
 
 
 def test_the_batch_must_split_over_processes_and_micro_batches():

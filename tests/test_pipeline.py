@@ -43,3 +43,22 @@ def test_vector_networks_and_bf16_on_the_cpu_keep_the_default_layout(tmp_path):
     for name, overrides in (("vectors", []), ("images", ["train.precision=bf16"])):
         model = Pipeline(load_experiment(name, file=file, overrides=overrides), torch.device("cpu")).model
         assert all(p.is_contiguous() for p in model.parameters()), name
+
+
+def test_a_streamed_set_holds_out_the_same_examples_as_in_memory_and_never_trains_on_them(tmp_path, png_folder):
+    file = tmp_path / "experiments.toml"
+    file.write_text(
+        f'[lazy]\ndataset = {{ name = "folder", path = "{png_folder}", size = 8, in_memory_limit = 0 }}\n'
+        'backbone = { name = "unet", channels = 8, channel_mult = [1], groups = 4 }\n'
+        'eval = { holdout = 0.25, samples = 6 }\n'
+        '[eager]\nextends = "lazy"\ndataset = { in_memory_limit = 1000 }\n'
+    )
+    eager_train, eager_held_out = Pipeline(load_experiment("eager", file=file), torch.device("cpu")).load_data()
+    lazy_train, lazy_held_out = Pipeline(load_experiment("lazy", file=file), torch.device("cpu")).load_data()
+    assert isinstance(lazy_train, torch.utils.data.Dataset) and len(lazy_train) == len(eager_train) == 30
+    assert len(eager_held_out) == 10
+    assert torch.equal(lazy_held_out, eager_held_out[:6])  # eval.samples of them are read into memory
+    streamed = torch.stack([lazy_train[i] for i in range(len(lazy_train))])
+    assert torch.equal(streamed, eager_train)
+    flat = lambda images: {tuple(image.flatten().tolist()) for image in images}  # noqa: E731
+    assert len(flat(eager_train) | flat(eager_held_out)) == 40  # the 40 distinct images, each on one side

@@ -52,11 +52,17 @@ train = { batch_size = 16 }
 [tiny_unet_bf16]
 extends = "tiny_unet"
 train = { precision = "bf16" }
+
+[tiny_streamed]
+extends = "tiny_unet"
+dataset = { name = "folder", path = "images", size = 8, in_memory_limit = 0 }
+train = { batch_size = 12 }
+eval = { samples = 4 }
 """
 
 
 @pytest.fixture
-def workdir(tmp_path, monkeypatch):
+def workdir(tmp_path, monkeypatch, png_folder):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WB_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.delenv("WB_EXPERIMENTS", raising=False)
@@ -115,7 +121,8 @@ def interrupt_at(step: int) -> types.ModuleType:
     return module
 
 
-@pytest.mark.parametrize("name", ["tiny", "tiny_dropout", "tiny_unet", "tiny_unet_bf16"])
+# tiny_streamed: 36 training images in 3 batches an epoch, so step 10 stops in mid-epoch.
+@pytest.mark.parametrize("name", ["tiny", "tiny_dropout", "tiny_unet", "tiny_unet_bf16", "tiny_streamed"])
 def test_resume_after_ctrl_c_ends_bit_for_bit_where_an_uninterrupted_run_ends(workdir, monkeypatch, name):
     exp = load_experiment(name)
     straight = final_state(train(exp, evaluate_at_end=False).dir)

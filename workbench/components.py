@@ -188,6 +188,17 @@ class Loss(Component):
     def check(self, prediction: str, variance: str) -> None:
         """Raise ConfigError when this loss cannot train that parameterization."""
 
+    def distribute(self, gather: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Train under DistributedDataParallel, where each call sees only this rank's shard of the batch.
+
+        A loss that learns from the batches it sees (VLB's importance-sampling
+        history) should then learn from `gather(x)`, the global batch's values
+        (each rank's `x` concatenated in rank order), so that every rank keeps
+        the state one process would. The trainer calls this once, before
+        training, when there are several processes; every rank calls the loss
+        equally often, so `gather` may be called inside `__call__`.
+        """
+
     def state_dict(self) -> dict[str, Any]:
         """What training has changed in this loss (e.g. an importance-sampling history), for checkpoints.
 

@@ -73,6 +73,16 @@ def all_sum(x: torch.Tensor, context: Context) -> torch.Tensor:
     return x
 
 
+def all_gather(x: torch.Tensor, context: Context) -> torch.Tensor:
+    """Every rank's `x` (of one shape on all ranks) concatenated in rank order: the global batch
+    when each rank holds its shard."""
+    if context.world_size == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(context.world_size)]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
+
+
 def any_rank(flag: bool, context: Context, device: torch.device) -> bool:
     """True on every rank when `flag` is true on any (e.g. one rank received Ctrl-C)."""
     if context.world_size == 1:

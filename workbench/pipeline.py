@@ -64,18 +64,22 @@ class Pipeline:
     def load_data(self) -> tuple[Any, torch.Tensor]:
         """(training data, held-out data on the device).
 
-        An in-memory set is one tensor on the device, split by a seeded permutation
-        that keeps `eval.holdout` of it for evaluation. A large set (a torch
-        Dataset) streams; its first `eval.samples` examples are the held-out set.
+        A seeded permutation keeps `eval.holdout` of the set out of training
+        (with holdout 0, evaluation sees the training data). An in-memory set
+        comes back as two tensors on the device. A large set (a torch Dataset)
+        streams: training gets a Subset of it, and the first `eval.samples` of
+        its held-out examples are read into memory for evaluation.
         """
         data = self.exp.dataset.load()
-        if isinstance(data, torch.Tensor):
-            n_holdout = int(round(len(data) * self.exp.eval.holdout))
-            if n_holdout == 0:
-                return data.to(self.device), data.to(self.device)
+        n_holdout = int(round(len(data) * self.exp.eval.holdout))
+        if n_holdout == 0:
+            train, held_out = data, data
+        else:
             order = torch.randperm(len(data), generator=torch.Generator().manual_seed(self.exp.seed))
-            return data[order[n_holdout:]].to(self.device), data[order[:n_holdout]].to(self.device)
-        return data, first_examples(data, self.exp.eval.samples).to(self.device)
+            train, held_out = select(data, order[n_holdout:]), select(data, order[:n_holdout])
+        if isinstance(data, torch.Tensor):
+            return train.to(self.device), held_out.to(self.device)
+        return train, first_examples(held_out, self.exp.eval.samples).to(self.device)
 
     @staticmethod
     def draw(
@@ -114,6 +118,13 @@ def build_sampler(exp: Experiment, name: str | None = None, options: dict[str, A
         entry = default_registry().get("sampler", f"{exp.providers['sampler'].plugin}:{exp.sampler.name}")
         return validate_component(entry, {**exp.sampler.model_dump(), **options})
     return default_registry().build("sampler", name, **options)
+
+
+def select(data: Any, index: torch.Tensor) -> Any:
+    """The examples at `index` of a tensor (a tensor), or of a torch Dataset (a Subset, read lazily)."""
+    if isinstance(data, torch.Tensor):
+        return data[index]
+    return torch.utils.data.Subset(data, index.tolist())
 
 
 def first_examples(data: Any, n: int) -> torch.Tensor:

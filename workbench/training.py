@@ -5,10 +5,11 @@ step AdamW (warm-up, gradient clipping, accumulation), update the EMA of
 the weights, log, checkpoint, preview. Then sample from the EMA model,
 evaluate, and write the summary.
 
-Reproducibility: all randomness of training (batch indices, t, noise) comes
-from one seeded torch.Generator, and dropout from the global RNG; both
-states are in every checkpoint, so `--resume` continues bit for bit (on
-CPU). Ctrl-C only sets a flag; the loop stops at the next step boundary and
+Reproducibility: the randomness of training (t, noise, and the batch indices
+of an in-memory set) comes from one seeded torch.Generator, dropout from the
+global RNG, and a streamed set's order from the seed and the step
+(workbench.batches); the states are in every checkpoint, so `--resume`
+continues bit for bit (on CPU). Ctrl-C only sets a flag; the loop stops at the next step boundary and
 writes a checkpoint, so an interrupted run is never half-updated.
 """
 
@@ -30,12 +31,12 @@ from rich.text import Text
 
 from torch.nn.parallel import DistributedDataParallel
 
-from workbench import distributed, plots, runs
+from workbench import batches, distributed, plots, runs
 from workbench.display import save_samples, sparkline, terminal_samples
-from workbench.errors import ConfigError, WorkbenchError
+from workbench.errors import WorkbenchError
 from workbench.evaluation import evaluate, make_evaluation, save_artifacts
 from workbench.experiment import Experiment
-from workbench.pipeline import Pipeline, example_tensor, resolve_device
+from workbench.pipeline import Pipeline, resolve_device
 
 
 class NonFiniteLoss(WorkbenchError):
@@ -91,6 +92,8 @@ class Trainer:
         torch.manual_seed(exp.seed)  # the network's initialisation
         self.pipeline = Pipeline(exp, device)
         self.model, self.diffusion, self.loss = self.pipeline.model, self.pipeline.diffusion, self.pipeline.loss
+        if context.world_size > 1:  # e.g. an importance-sampling history must see the global batch
+            self.loss.distribute(lambda x: distributed.all_gather(x, context))
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.parameters = sum(p.numel() for p in self.model.parameters())
         self.optimizer = adamw(self.model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
@@ -104,6 +107,8 @@ class Trainer:
             console.print(f"[yellow]note:[/] this {device.type} has no fast bf16 (CUDA, or a CPU with AVX512-BF16 / AMX); "
                           "training in fp32")
         self.train_data, self.eval_data = self.pipeline.load_data()
+        if not isinstance(self.train_data, torch.Tensor):
+            batches.check_epoch(len(self.train_data), spec.batch_size // spec.accumulate)
         self.step = 0
         self.wall_time = 0.0
         self.losses: list[float] = []
@@ -124,19 +129,11 @@ class Trainer:
     # --- data -----------------------------------------------------------------------
 
     def _batches(self, size: int) -> Iterator[torch.Tensor]:
-        """Endless batches: random indices into an in-memory tensor, or a shuffling DataLoader."""
+        """Endless shards, this rank's, of global micro-batches of `size` examples (see workbench.batches)."""
         if isinstance(self.train_data, torch.Tensor):
-            n = len(self.train_data)
-            while True:  # every rank draws the same global indices (same generator) and keeps its shard later
-                yield self.train_data[torch.randint(n, (size,), device=self.device, generator=self.generator)]
-        loader = torch.utils.data.DataLoader(
-            self.train_data, batch_size=size, shuffle=True, drop_last=True,
-            num_workers=min(4, torch.get_num_threads()), pin_memory=self.device.type == "cuda",
-            generator=torch.Generator().manual_seed(self.exp.seed + self.step),
-        )
-        while True:
-            for batch in loader:
-                yield example_tensor(batch).to(self.device, non_blocking=True)
+            return batches.in_memory(self.train_data, size, self.generator, self.context)
+        start = self.step * self.exp.train.accumulate  # the global batches already trained on
+        return batches.streamed(self.train_data, size, self.exp.seed, start, self.context, self.device)
 
     # --- one optimizer step ------------------------------------------------------------
 
@@ -145,7 +142,7 @@ class Trainer:
         warmup = self.exp.train.warmup
         return self.exp.train.lr * min(1.0, (step + 1) / warmup) if warmup else self.exp.train.lr
 
-    def train_step(self, batches: Iterator[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def train_step(self, source: Iterator[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step over `accumulate` micro-batches.
 
         Returns the mean loss (a device scalar) and the loss summed and counted
@@ -159,12 +156,14 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         by_quarter = torch.zeros(2, 4, device=self.device)
         for micro in range(spec.accumulate):
-            # The global micro-batch's data, t and noise, then this rank's shard of each:
-            # the numbers are the same whatever the number of processes.
-            x0 = next(batches)
-            t, _ = self.loss.sample_timesteps(len(x0), T, self.device, self.generator)
-            noise = torch.randn(x0.shape, generator=self.generator, dtype=x0.dtype, device=self.device)
-            x0, t, noise = (distributed.shard(v, self.context) for v in (x0, t, noise))
+            # This rank's shard of the global micro-batch, then t and noise for the whole
+            # global micro-batch and this rank's shard of each: the numbers are the same
+            # whatever the number of processes.
+            x0 = next(source)
+            size = len(x0) * self.context.world_size
+            t, _ = self.loss.sample_timesteps(size, T, self.device, self.generator)
+            noise = torch.randn((size, *x0.shape[1:]), generator=self.generator, dtype=x0.dtype, device=self.device)
+            t, noise = (distributed.shard(v, self.context) for v in (t, noise))
             last = micro == spec.accumulate - 1
             with self.ddp.no_sync() if self.ddp is not None and not last else nullcontext():
                 with torch.autocast(self.device.type, dtype=torch.bfloat16) if self.autocast else nullcontext():
@@ -242,13 +241,13 @@ class Trainer:
     def _loop(self, progress: Progress, task: Any, hooks: Any, run: runs.Run, until: int | None = None) -> None:
         spec = self.exp.train
         until = spec.steps if until is None else min(until, spec.steps)
-        batches = self._batches(spec.batch_size // spec.accumulate)
+        source = self._batches(spec.batch_size // spec.accumulate)
         window: list[torch.Tensor] = []
         window_quarters = torch.zeros(2, 4, device=self.device)
         window_start, window_steps = time.perf_counter(), 0
         last_good = self.step
         while self.step < until and not distributed.any_rank(self.stop_requested, self.context, self.device):
-            loss, by_quarter = self.train_step(batches)
+            loss, by_quarter = self.train_step(source)
             window.append(loss)
             window_quarters += by_quarter
             window_steps += 1
