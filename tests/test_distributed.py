@@ -137,6 +137,30 @@ def test_a_two_process_cli_run_then_resume_with_one_process(tmp_path):
         torch.testing.assert_close(final["model"][key], value, **CLOSE)
 
 
+def test_two_nodes_meet_at_the_rendezvous_endpoint_and_train_as_one(tmp_path):
+    """`--nnodes 2 --node-rank R --rdzv-endpoint HOST:PORT` on each node, here two nodes on one machine."""
+    (tmp_path / "experiments.toml").write_text(TINY)
+    env = {**os.environ, "WB_RUNS_DIR": str(tmp_path / "runs"), "OMP_NUM_THREADS": "1"}
+    endpoint = f"127.0.0.1:{free_port()}"
+    nodes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "workbench", "run", "tiny", "--nproc", "1", "--nnodes", "2",
+             "--node-rank", str(node), "--rdzv-endpoint", endpoint],
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for node in range(2)
+    ]
+    outputs = [node.communicate(timeout=300) for node in nodes]
+    for node, (_, stderr) in zip(nodes, outputs):
+        assert node.returncode == 0, stderr[-3000:]
+    (run_dir,) = (tmp_path / "runs" / "tiny").iterdir()
+    state = runs.load_checkpoint(run_dir / runs.CHECKPOINT)
+    assert state["step"] == 6
+    assert sum(stdout.count("tiny: a tiny swiss roll run") for stdout, _ in outputs) == 1  # global rank 0 only
+    for key, value in single_process_weights(tmp_path / "experiments.toml", [], 6).items():
+        torch.testing.assert_close(state["model"][key], value, **CLOSE)
+
+
 def test_the_batch_must_split_over_processes_and_micro_batches():
     from workbench.errors import ConfigError
 
