@@ -49,12 +49,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, name: str, file: str, overrides: list[str], steps: int, out: str) -> None:
-    """One rank: join the group, train `steps` steps, save this rank's weights."""
+def _worker(rank: int, world: int, port: int, name: str, file: str, overrides: list[str], steps: int, out: str,
+            device: str = "cpu") -> None:
+    """One rank: join the group (gloo on the CPU, NCCL on CUDA), train `steps` steps, save this rank's state."""
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    context, device = distributed.init(torch.device("cpu"))
+    context, device = distributed.init(torch.device(device))
     os.chdir(Path(file).parent)
     trainer = Trainer(load_experiment(name, file=file, overrides=overrides), device, Console(quiet=True), context)
     spec = trainer.exp.train
@@ -65,8 +66,8 @@ def _worker(rank: int, world: int, port: int, name: str, file: str, overrides: l
     distributed.finish(context)
 
 
-def single_process_trainer(file: Path, overrides: list[str], steps: int, name: str = "tiny") -> Trainer:
-    trainer = Trainer(load_experiment(name, file=file, overrides=overrides), torch.device("cpu"), Console(quiet=True))
+def single_process_trainer(file: Path, overrides: list[str], steps: int, name: str = "tiny", device: str = "cpu") -> Trainer:
+    trainer = Trainer(load_experiment(name, file=file, overrides=overrides), torch.device(device), Console(quiet=True))
     spec = trainer.exp.train
     batches = trainer._batches(spec.batch_size // spec.accumulate)
     for _ in range(steps):
@@ -111,6 +112,18 @@ def test_two_processes_take_the_same_steps_as_one(tmp_path, monkeypatch, png_fol
     assert_same_state(rank0["loss"], single.loss.state_dict(), "2 processes' loss state against 1's")
     if overrides == IMPORTANCE:
         assert single.loss.timestep_probabilities(10, torch.device("cpu")) is not None, "the history never filled"
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA devices (NCCL)")
+def test_two_gpus_with_nccl_take_the_same_steps_as_one(tmp_path):
+    file = tmp_path / "experiments.toml"
+    file.write_text(TINY)
+    mp.spawn(_worker, args=(2, free_port(), "tiny", str(file), [], 2, str(tmp_path), "cuda"), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True, map_location="cpu") for r in range(2)]
+    single = single_process_trainer(file, [], 2, device="cuda:0")
+    for key, value in single.model.state_dict().items():
+        assert torch.equal(ranks[0]["model"][key], ranks[1]["model"][key]), f"ranks disagree on {key}"
+        torch.testing.assert_close(ranks[0]["model"][key], value.cpu(), **CLOSE)
 
 
 def test_a_two_process_cli_run_then_resume_with_one_process(tmp_path):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from workbench.errors import WorkbenchError
 from workbench.experiment import load_experiment
-from workbench.pipeline import Pipeline
+from workbench.pipeline import Pipeline, resolve_device
 
 EXPERIMENTS = """\
 [images]
@@ -62,3 +64,14 @@ def test_a_streamed_set_holds_out_the_same_examples_as_in_memory_and_never_train
     assert torch.equal(streamed, eager_train)
     flat = lambda images: {tuple(image.flatten().tolist()) for image in images}  # noqa: E731
     assert len(flat(eager_train) | flat(eager_held_out)) == 40  # the 40 distinct images, each on one side
+
+
+def test_auto_picks_cuda_when_there_is_one_and_asking_for_a_missing_gpu_is_a_clear_error():
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device(None) == resolve_device("auto") and resolve_device("cpu").type == "cpu"
+    if torch.cuda.is_available():
+        assert resolve_device("cuda:0") == torch.device("cuda", 0)
+    else:
+        with pytest.raises(WorkbenchError, match="'cuda' was asked for, but CUDA is not available") as excinfo:
+            resolve_device("cuda")
+        assert "--device cpu" in excinfo.value.hint

@@ -128,7 +128,7 @@ def test_resume_after_ctrl_c_ends_bit_for_bit_where_an_uninterrupted_run_ends(wo
     straight = final_state(train(exp, evaluate_at_end=False).dir)
 
     with_plugin(monkeypatch, "interrupter", interrupt_at(10))
-    with pytest.raises(Interrupted, match=f"interrupted at step 10.*") as excinfo:
+    with pytest.raises(Interrupted, match="interrupted at step 10.*") as excinfo:
         train(exp, evaluate_at_end=False)
     assert f"wb run {name} --resume" in excinfo.value.hint
     run_dir = runs.latest_run_dir(workdir / "runs", name)
@@ -163,14 +163,82 @@ def test_adamw_is_fused_where_torch_has_the_kernel_and_computes_the_same_update(
         torch.testing.assert_close(a, b)
 
 
-def test_bf16_autocasts_the_network_where_the_device_has_fast_bf16(workdir):
-    trainer = Trainer(load_experiment("tiny_unet_bf16"), torch.device("cpu"), Console(quiet=True))
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+DEVICES = ["cpu", pytest.param("cuda", marks=needs_cuda)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_bf16_autocasts_the_network_where_the_device_has_fast_bf16(workdir, device):
+    device = torch.device(device)
+    trainer = Trainer(load_experiment("tiny_unet_bf16"), device, Console(quiet=True))
     dtypes = []
     trainer.model.register_forward_hook(lambda module, args, output: dtypes.append(output.dtype))
     loss, _ = trainer.train_step(trainer._batches(16))
     assert torch.isfinite(loss)
-    assert dtypes == [torch.bfloat16 if fast_bf16(torch.device("cpu")) else torch.float32]
+    assert dtypes == [torch.bfloat16 if fast_bf16(device) else torch.float32]
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # autocast keeps fp32 weights
+    if device.type == "cuda":  # every GPU PyTorch supports since Ampere has bf16; channels_last suits its tensor cores
+        assert fast_bf16(device)
+        convolutions = [p for p in trainer.model.parameters() if p.ndim == 4]
+        assert all(p.is_contiguous(memory_format=torch.channels_last) for p in convolutions)
+
+
+def test_train_compile_trains_through_the_compiled_network(workdir, monkeypatch):
+    """The wiring on the CPU (compiling itself takes tens of seconds): train.compile wraps the network
+    (outside DDP, PyTorch's recommended order) and every training forward goes through the wrapper."""
+    calls = []
+
+    def fake_compile(module):
+        def compiled(*args, **kwargs):
+            calls.append(module)
+            return module(*args, **kwargs)
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    trainer = Trainer(load_experiment("tiny", overrides=["train.compile=true"]), torch.device("cpu"), Console(quiet=True))
+    trainer.train_step(trainer._batches(64))
+    assert calls == [trainer.model]
+
+
+@needs_cuda
+def test_torch_compile_on_cuda_trains_as_eager_does(workdir):
+    def weights_after_3_steps(compile: bool) -> dict[str, torch.Tensor]:
+        exp = load_experiment("tiny_unet", overrides=[f"train.compile={str(compile).lower()}"])
+        trainer = Trainer(exp, torch.device("cuda"), Console(quiet=True))
+        source = trainer._batches(exp.train.batch_size)
+        for _ in range(3):
+            trainer.train_step(source)
+        return trainer.model.state_dict()
+
+    compiled, eager = weights_after_3_steps(True), weights_after_3_steps(False)
+    for key, value in eager.items():
+        torch.testing.assert_close(compiled[key], value, rtol=1e-3, atol=1e-4)
+
+
+@needs_cuda
+@pytest.mark.parametrize("name", ["tiny_unet", "tiny_unet_bf16"])
+def test_a_cuda_run_checkpoints_for_any_machine_and_resumes_where_it_stopped(workdir, monkeypatch, name):
+    """`--device cuda`: Ctrl-C and --resume end where the uninterrupted run ends (the same t and noise
+    from the CUDA generator; the weights within float tolerance, since cuDNN's kernels may sum in
+    another order), and the checkpoint loads on a machine without a GPU."""
+    exp = load_experiment(name)
+    straight_run = train(exp, device="cuda", evaluate_at_end=False)
+    straight = final_state(straight_run.dir)
+    assert json.loads((straight_run.dir / "summary.json").read_text())["device"].startswith("cuda")
+    assert all(value.device.type == "cpu" for value in runs.load_checkpoint(straight_run.dir / runs.CHECKPOINT)["model"].values())
+
+    with_plugin(monkeypatch, "interrupter", interrupt_at(10))
+    with pytest.raises(Interrupted):
+        train(exp, device="cuda", evaluate_at_end=False)
+    monkeypatch.setattr(registry_module, "_default", None)
+    run_dir = runs.latest_run_dir(workdir / "runs", name)
+    train(load_experiment(name, file=run_dir / runs.EXPERIMENT), device="cuda", resume_dir=run_dir, evaluate_at_end=False)
+    resumed = final_state(run_dir)
+    assert resumed["step"] == straight["step"] == 20
+    assert torch.equal(resumed["generator"], straight["generator"])
+    tolerance = {"rtol": 2e-2, "atol": 2e-3} if name.endswith("bf16") else {"rtol": 1e-3, "atol": 1e-4}
+    for key, value in straight["model"].items():
+        torch.testing.assert_close(resumed["model"][key], value, **tolerance)
 
 
 def test_resume_through_the_cli_uses_the_stored_experiment(workdir, monkeypatch):
