@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -172,6 +173,41 @@ def test_two_nodes_meet_at_the_rendezvous_endpoint_and_train_as_one(tmp_path):
     assert sum(stdout.count("tiny: a tiny swiss roll run") for stdout, _ in outputs) == 1  # global rank 0 only
     for key, value in single_process_weights(tmp_path / "experiments.toml", [], 6).items():
         torch.testing.assert_close(state["model"][key], value, **CLOSE)
+
+
+def test_ctrl_c_stops_every_rank_at_a_step_boundary_with_one_message_and_a_checkpoint(tmp_path):
+    """Ctrl-C in a terminal reaches the launcher and every worker (one process group)."""
+    (tmp_path / "experiments.toml").write_text(TINY.replace("steps = 6,", "steps = 1000000,"))
+    env = {**os.environ, "WB_RUNS_DIR": str(tmp_path / "runs"), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "workbench", "run", "tiny", "--nproc", "2"], cwd=tmp_path, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    for line in process.stdout:  # wait for the first logged step
+        if line.startswith("step "):
+            break
+    os.killpg(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-3000:]
+    assert err.count("interrupted at step") == 1 and "wb run tiny --resume" in err  # rank 0 alone speaks
+    assert "Traceback" not in err
+    (run_dir,) = (tmp_path / "runs" / "tiny").iterdir()
+    assert runs.load_checkpoint(run_dir / runs.CHECKPOINT)["step"] > 0
+    assert runs.read_json(run_dir / runs.SUMMARY)["status"] == "interrupted"
+
+
+def test_a_workers_mistake_ends_the_launch_with_its_message_and_exit_code(tmp_path):
+    (tmp_path / "experiments.toml").write_text(
+        TINY + '[bad]\nextends = "tiny_streamed"\ndataset = { path = "no/such/folder" }\n'
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "workbench", "run", "bad", "--nproc", "2"], cwd=tmp_path,
+        env={**os.environ, "WB_RUNS_DIR": str(tmp_path / "runs"), "OMP_NUM_THREADS": "1"},
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 2  # ConfigError's
+    assert "'no/such/folder' does not exist" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "runs" / "bad").exists()
 
 
 def test_the_batch_must_split_over_processes_and_micro_batches():

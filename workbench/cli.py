@@ -9,6 +9,7 @@ need it are imported inside the commands that use them.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -31,7 +32,8 @@ class WorkbenchGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except WorkbenchError as exc:
-            print_error(exc)
+            if not exc.every_rank or os.environ.get("RANK", "0") == "0":
+                print_error(exc)
             raise typer.Exit(exc.exit_code) from None
 
     def list_commands(self, ctx: Any) -> list[str]:
@@ -103,7 +105,9 @@ def run(
         load_experiment(experiment, file=file, overrides=set_ or [])  # mistakes surface here, once, not in N workers
         argv = ["run", experiment, *(f"--set={s}" for s in set_ or [])]
         argv += [f"--file={file}"] * (file is not None) + [f"--device={device}"] * (device is not None) + ["--resume"] * resume
-        distributed.launch(argv, nproc, nnodes, node_rank, rdzv_endpoint)
+        code = distributed.launch(argv, nproc, nnodes, node_rank, rdzv_endpoint)
+        if code:
+            raise typer.Exit(code)
         return
 
     resume_dir = None

@@ -45,6 +45,11 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def under_launcher() -> bool:
+    """True in a worker that torch's elastic launcher started (`wb run --nproc`, torchrun)."""
+    return "TORCHELASTIC_RUN_ID" in os.environ
+
+
 def init(device: torch.device) -> tuple[Context, torch.device]:
     """Join the process group if this is a launched worker; (context, this rank's device)."""
     if not launched():
@@ -121,8 +126,17 @@ def check_batch(batch_size: int, accumulate: int, context: Context, experiment: 
         )
 
 
-def launch(argv: list[str], nproc: int, nnodes: int = 1, node_rank: int = 0, rdzv_endpoint: str | None = None) -> None:
-    """Run `python -m workbench ARGV` on `nproc` workers per node through torch's elastic launcher."""
+def launch(argv: list[str], nproc: int, nnodes: int = 1, node_rank: int = 0, rdzv_endpoint: str | None = None) -> int:
+    """Run `python -m workbench ARGV` on `nproc` workers per node through torch's elastic launcher.
+
+    Returns the exit code, without the launcher's traceback: the workers have
+    already said what went wrong (rank 0 alone, for what every rank meets at
+    once: Ctrl-C, a NaN loss). 0 when all succeed; else the exit code of the
+    first worker that failed (128 + N if signal N killed it), or 128 + N when
+    the launcher itself got signal N and passed it on to the workers.
+    """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
     launcher = [f"--nproc-per-node={nproc}", f"--nnodes={nnodes}", f"--node-rank={node_rank}"]
@@ -132,4 +146,11 @@ def launch(argv: list[str], nproc: int, nnodes: int = 1, node_rank: int = 0, rdz
         launcher += ["--standalone"]
     else:
         raise ConfigError("--nnodes > 1 needs --rdzv-endpoint HOST:PORT (the same on every node)")
-    run(parse_args([*launcher, "--module", "workbench", *argv]))
+    try:
+        run(parse_args([*launcher, "--module", "workbench", *argv]))
+    except SignalException as exc:  # Ctrl-C reached the launcher too; the workers were told to stop
+        return 128 + int(exc.sigval)
+    except ChildFailedError as exc:
+        _, failure = exc.get_first_failure()
+        return failure.exitcode if failure.exitcode > 0 else 128 - failure.exitcode
+    return 0

@@ -42,11 +42,14 @@ from workbench.pipeline import Pipeline, resolve_device
 class NonFiniteLoss(WorkbenchError):
     """The loss became NaN or infinite."""
 
+    every_rank = True  # the ranks check the same all-reduced losses
+
 
 class Interrupted(WorkbenchError):
     """Ctrl-C: a checkpoint was written; the run can be resumed."""
 
     exit_code = 130
+    every_rank = True  # the ranks stop together (distributed.any_rank)
 
 
 def train(
@@ -299,9 +302,14 @@ class Trainer:
 
     @contextmanager
     def _deferred_interrupt(self):
-        """Ctrl-C sets a flag that the loop checks between steps; a second Ctrl-C interrupts at once."""
+        """Ctrl-C sets a flag that the loop checks between steps; a second Ctrl-C interrupts at once.
+
+        Not so in a worker that torch's launcher started: it gets Ctrl-C twice,
+        from the terminal and passed on by the launcher, which itself kills
+        workers that have not stopped 30 s later.
+        """
         def request_stop(signum, frame):
-            if self.stop_requested:
+            if self.stop_requested and not distributed.under_launcher():
                 raise KeyboardInterrupt
             self.stop_requested = True
 
