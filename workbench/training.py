@@ -9,8 +9,9 @@ Reproducibility: the randomness of training (t, noise, and the batch indices
 of an in-memory set) comes from one seeded torch.Generator, dropout from the
 global RNG, and a streamed set's order from the seed and the step
 (workbench.batches); the states are in every checkpoint, so `--resume`
-continues bit for bit (on CPU). Ctrl-C only sets a flag; the loop stops at the next step boundary and
-writes a checkpoint, so an interrupted run is never half-updated.
+continues bit for bit (on CPU). Ctrl-C only sets a flag; the loop stops at
+the next step boundary and writes a checkpoint, so an interrupted run is
+never half-updated.
 """
 
 from __future__ import annotations
