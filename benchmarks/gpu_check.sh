@@ -7,6 +7,7 @@
 # already has torch:
 #     bash benchmarks/gpu_check.sh            # logs and tables go to $OUT (default ./gpu-check)
 #     bash benchmarks/gpu_check.sh --smoke    # the benchmarks at toy sizes: a check of this script
+# The three steps are capped at 240 + 150 + 180 s, inside one 10-minute call of a lent machine.
 # With no package index there, first run `make gpu-wheels` on a machine with
 # one and bring the .whl/ folder along: it holds the pure-Python dependencies
 # (and diffusers, for the benchmarks) built for that machine's Python.
@@ -24,8 +25,8 @@ fi
 "$PY" -c "import torch; print('torch', torch.__version__, '| CUDA', torch.cuda.is_available(), '|', torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')" | tee "$OUT/machine.txt"
 
 status=0
-timeout 300 "$PY" -m pytest -q -rs -p no:cacheprovider tests \
+timeout 240 "$PY" -m pytest -q -rs -p no:cacheprovider tests \
     -k "cuda or gpu or nccl or bf16 or compile or auto" 2>&1 | tee "$OUT/tests.log" || status=1
-timeout 240 "$PY" benchmarks/distributed.py "$@" 2>&1 | tee "$OUT/distributed.md" || status=1
-timeout 240 "$PY" benchmarks/training.py --device cuda --rounds 5 "$@" 2>&1 | tee "$OUT/training.md" || status=1
+timeout 150 "$PY" benchmarks/distributed.py "$@" 2>&1 | tee "$OUT/distributed.md" || status=1
+timeout 180 "$PY" benchmarks/training.py --device cuda --rounds 5 "$@" 2>&1 | tee "$OUT/training.md" || status=1
 exit $status
