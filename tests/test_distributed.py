@@ -57,7 +57,6 @@ def _worker(rank: int, world: int, port: int, name: str, file: str, overrides: l
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     context, device = distributed.init(torch.device(device))
-    os.chdir(Path(file).parent)
     trainer = Trainer(load_experiment(name, file=file, overrides=overrides), device, Console(quiet=True), context)
     spec = trainer.exp.train
     batches = trainer._batches(spec.batch_size // spec.accumulate)
@@ -98,7 +97,7 @@ IMPORTANCE = ["loss.name=vlb", "loss.importance_sampling=true", "scheduler.times
     ids=["plain", "accumulate", "importance-sampling", "streamed"],
 )
 def test_two_processes_take_the_same_steps_as_one(tmp_path, monkeypatch, png_folder, name, overrides):
-    monkeypatch.chdir(tmp_path)  # the folder's relative path
+    monkeypatch.chdir(tmp_path)  # the folder's relative path, for this process and the spawned ranks
     file = tmp_path / "experiments.toml"
     file.write_text(TINY)
     steps = 6 if overrides == IMPORTANCE else 4 if name == "tiny_streamed" else 2
