@@ -209,6 +209,17 @@ def test_a_workers_mistake_ends_the_launch_with_its_message_and_exit_code(tmp_pa
     assert not (tmp_path / "runs" / "bad").exists()
 
 
+def test_more_processes_than_gpus_is_a_clear_error_before_any_worker_starts(monkeypatch):
+    from workbench.errors import ConfigError
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ConfigError, match=r"--nproc 2 on CUDA needs 2 GPUs on this node, and it has 1") as excinfo:
+        distributed.check_devices(torch.device("cuda"), 2)
+    assert "--nproc 1" in excinfo.value.hint
+    distributed.check_devices(torch.device("cuda"), 1)
+    distributed.check_devices(torch.device("cpu"), 8)  # gloo: any number of processes
+
+
 def test_the_batch_must_split_over_processes_and_micro_batches():
     from workbench.errors import ConfigError
 

@@ -99,10 +99,12 @@ def run(
     """Train an experiment, sample from it and evaluate it."""
     from workbench import distributed, runs, training
     from workbench.experiment import load_experiment
+    from workbench.pipeline import resolve_device
     from workbench.settings import load_settings
 
     if (nproc > 1 or nnodes > 1) and not distributed.launched():
         load_experiment(experiment, file=file, overrides=set_ or [])  # mistakes surface here, once, not in N workers
+        distributed.check_devices(resolve_device(device or load_settings().device), nproc)
         argv = ["run", experiment, *(f"--set={s}" for s in set_ or [])]
         argv += [f"--file={file}"] * (file is not None) + [f"--device={device}"] * (device is not None) + ["--resume"] * resume
         code = distributed.launch(argv, nproc, nnodes, node_rank, rdzv_endpoint)

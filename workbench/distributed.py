@@ -126,6 +126,18 @@ def check_batch(batch_size: int, accumulate: int, context: Context, experiment: 
         )
 
 
+def check_devices(device: torch.device, nproc: int) -> None:
+    """On CUDA each worker of a node takes its own GPU (NCCL cannot share one between ranks)."""
+    if device.type != "cuda":
+        return
+    count = torch.cuda.device_count()
+    if nproc > count:
+        raise ConfigError(
+            f"--nproc {nproc} on CUDA needs {nproc} GPUs on this node, and it has {count}",
+            hint=f"use --nproc {count} (one process per GPU), or --device cpu",
+        )
+
+
 def launch(argv: list[str], nproc: int, nnodes: int = 1, node_rank: int = 0, rdzv_endpoint: str | None = None) -> int:
     """Run `python -m workbench ARGV` on `nproc` workers per node through torch's elastic launcher.
 
