@@ -1,7 +1,11 @@
 """Reading and writing TOML, with errors a user can act on.
 
 A syntax error names the file, line and column and shows the offending line;
-tomllib's own message gives the position only inside its text.
+tomllib's own message gives the position only inside its text. A file is
+UTF-8 (TOML says so); a leading byte-order mark, which some Windows editors
+write, is accepted and dropped. Bytes that are not UTF-8 are reported with
+their line and byte offset, and nesting too deep for the parser is reported
+as such, never as a traceback.
 """
 
 from __future__ import annotations
@@ -22,30 +26,73 @@ _POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
 _BARE_WORD = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:/\-]*$")
 
 
+BOM = "\ufeff"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+class TomlFileError(ConfigError):
+    """A file that cannot be read as TOML: unreadable, not UTF-8, or a syntax error.
+
+    `message` may show the offending line of the file; `brief` says what is
+    wrong and where without quoting the file, for errors about a file the
+    user did not name (one reached through `extends`).
+    """
+
+    def __init__(self, message: str, brief: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.brief = brief
+
+
 def read_toml(path: Path) -> dict[str, Any]:
     """Parse a TOML file; a syntax error becomes a ConfigError pointing at the line."""
-    text = path.read_text(encoding="utf-8")
+    return read_toml_text(path)[0]
+
+
+def read_toml_text(path: Path) -> tuple[dict[str, Any], str]:
+    """The parsed file and its text (without a byte-order mark), for callers that point at lines."""
+    text = read_text(path)
     try:
-        return tomllib.loads(text)
+        return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(_describe_syntax_error(path, text, exc)) from None
+        raise _syntax_error(path, text, exc) from None
+    except RecursionError:
+        reason = "values nested too deeply (arrays or inline tables inside each other) for the TOML reader"
+        raise TomlFileError(f"{path}: {reason}", f"{path}: {reason}") from None
 
 
-def _describe_syntax_error(path: Path, text: str, exc: Exception) -> str:
+def read_text(path: Path) -> str:
+    """A TOML file's text: UTF-8, with a leading byte-order mark dropped; anything else is a TomlFileError."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        reason = f"cannot read {path}: {exc.strerror or exc}"
+        raise TomlFileError(reason, reason) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        if raw.startswith(_UTF16_BOMS):
+            reason = f"{path}:1: the file is UTF-16 (it starts with a UTF-16 byte-order mark), not UTF-8"
+        else:
+            reason = f"{path}:{line}: not UTF-8 text: byte 0x{raw[exc.start]:02x} at byte offset {exc.start} ({exc.reason})"
+        raise TomlFileError(
+            reason, reason, hint="TOML files are UTF-8: save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8 FILE)"
+        ) from None
+    return text.removeprefix(BOM)
+
+
+def _syntax_error(path: Path, text: str, exc: Exception) -> TomlFileError:
     message = str(exc)
     match = _POSITION.search(message)
     if not match:
-        return f"{path}: TOML syntax error: {message}"
+        return TomlFileError(f"{path}: TOML syntax error: {message}", f"{path}: TOML syntax error")
     line, column = int(match.group(1)), int(match.group(2))
     reason = _POSITION.sub("", message).strip()
     lines = text.splitlines()
     shown = lines[line - 1] if 0 < line <= len(lines) else ""
     caret = " " * (max(column, 1) - 1) + "^"
-    return (
-        f"{path}:{line}:{column}: TOML syntax error: {reason}\n"
-        f"  {line} | {shown}\n"
-        f"  {' ' * len(str(line))} | {caret}"
-    )
+    where = f"{path}:{line}:{column}: TOML syntax error: {reason}"
+    return TomlFileError(f"{where}\n  {line} | {shown}\n  {' ' * len(str(line))} | {caret}", where)
 
 
 def parse_value(text: str) -> Any:
