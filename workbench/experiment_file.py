@@ -4,19 +4,58 @@ An experiments file is TOML with one table per experiment. This module
 turns it into the raw (unvalidated) dict of one experiment; the schema in
 `workbench.experiment` validates that dict. Errors name the file and, where
 it can be found, the line.
+
+Experiment names become folder names (`runs/<name>/<run id>/`), so a name
+is checked when the file is read: ASCII letters, digits, `_`, `-` and `.`,
+starting with a letter, digit or `_`, at most 100 characters. A name such
+as `../../x`, `/tmp/x` or `a/b` is an error that points at its line.
+
+`extends = "base"` names an experiment of the same file; `extends =
+"other.toml:base"` one in another file, whose path is relative to the
+folder of the file that holds the `extends` (never to the current
+directory). Every file reached that way must lie inside the folder of the
+experiments file that was read first (after following symlinks): an
+`extends` cannot read a file outside the project. An error about such a
+file never quotes its lines: a file that is not TOML is reported as "not a
+TOML experiments file" with its path and the line. Chains may be as long as
+you like (they are followed in a loop, not by recursion); a cycle is an
+error that shows it.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
 from workbench.errors import ConfigError, did_you_mean
-from workbench.toml_io import parse_value, read_toml
+from workbench.toml_io import TomlFileError, parse_value, read_toml_text, tomllib
 
 STARTER_HINT = "run `wb init` to write a starter experiments.toml here, or pass --file PATH"
+
+NAME_RULE = (
+    "names become folder names under the runs directory, so they may use only ASCII letters, digits, "
+    "'_', '-' and '.', must start with a letter, digit or '_', and have at most 100 characters"
+)
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,99}")
+
+
+def check_name(name: str, where: str) -> str:
+    """`name` if it is a valid experiment name, else a ConfigError at `where` ('file:line') saying the rule."""
+    if not _NAME.fullmatch(name):
+        raise ConfigError(
+            f"{where}: experiment name {name!r} is not allowed: {NAME_RULE}",
+            hint="rename the experiment, e.g. " + repr(_suggest_name(name)),
+        )
+    return name
+
+
+def _suggest_name(name: str) -> str:
+    """'../../escape' -> 'escape', 'a/b' -> 'a_b', 'my exp' -> 'my_exp'."""
+    parts = [part for part in re.split(r"[^A-Za-z0-9_\-]+", name) if part.strip("-")]
+    return "_".join(parts).lstrip("-")[:100] or "experiment"
 
 
 @dataclass
@@ -29,17 +68,21 @@ class ExperimentFile:
 
     @classmethod
     def read(cls, path: Path) -> ExperimentFile:
+        """Parse `path`; every top-level key must be an experiment table with a valid name."""
         if not path.is_file():
             where = f"{path} is a directory" if path.exists() else f"no experiments file at {path.resolve()}"
             raise ConfigError(where, hint=STARTER_HINT)
-        data = read_toml(path)
+        data, text = read_toml_text(path)
+        file = cls(path, data, text.splitlines())
         for name, value in data.items():
+            where = f"{path}:{file._index[1].get(name, 1)}"
             if not isinstance(value, dict):
                 raise ConfigError(
-                    f"{path}:{_line_of_key(path, name)}: top-level key '{name}' is not an experiment table",
+                    f"{where}: top-level key '{name}' is not an experiment table",
                     hint=f"write experiments as tables: [{name}] followed by its keys",
                 )
-        return cls(path, data, path.read_text(encoding="utf-8").splitlines())
+            check_name(name, where)
+        return file
 
     @property
     def names(self) -> list[str]:
@@ -61,19 +104,14 @@ class ExperimentFile:
         Falls back to the closest enclosing table, then to the experiment's header.
         """
         header_line = best = None
-        section: list[str] = []
-        for number, line in enumerate(self.lines, start=1):
-            header = _HEADER.match(line)
-            if header:
-                section = [part.strip().strip('"') for part in header.group(1).split(".")]
+        for number, line, section, key in self._index[0].get(name, ()):
+            if key is None:  # a [header]
                 if section == [name]:
                     header_line = number
-                elif section[:1] == [name] and keys[: len(section) - 1] == section[1:]:
+                elif keys[: len(section) - 1] == section[1:]:
                     best = number
                 continue
-            if section[:1] != [name]:
-                continue
-            path = section[1:] + _key_of(line)
+            path = section[1:] + key
             if not path or keys[: len(path)] != path:
                 continue
             rest = keys[len(path):]
@@ -87,21 +125,65 @@ class ExperimentFile:
         line = self.locate(name, keys or [])
         return f"{self.path}:{line}" if line else str(self.path)
 
+    @cached_property
+    def _index(self) -> tuple[dict[str, list[tuple[int, str, list[str], list[str] | None]]], dict[str, int]]:
+        """The lines of each experiment's tables, and the line where each top-level key first appears.
+
+        Each line is (number, text, its table's dotted key, its own dotted key; None for a header).
+        Built once, so that locating keys along a long `extends` chain does not rescan the file.
+        """
+        lines_of: dict[str, list[tuple[int, str, list[str], list[str] | None]]] = {}
+        first: dict[str, int] = {}
+        section: list[str] = []
+        for number, line in enumerate(self.lines, start=1):
+            header = _HEADER.match(line) or _ARRAY_HEADER.match(line)
+            if header:
+                section = _split_key(header.group(1))
+                if section:
+                    first.setdefault(section[0], number)
+                    lines_of.setdefault(section[0], []).append((number, line, section, None))
+                continue
+            key = _key_of(line)
+            if section:
+                lines_of.setdefault(section[0], []).append((number, line, section, key))
+            elif key:
+                first.setdefault(key[0], number)
+        return lines_of, first
+
 
 _HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
-_KEY = re.compile(r"^\s*([A-Za-z0-9_\-\".]+)\s*=")
+_KEY = re.compile(r"""^\s*((?:"[^"\n]*"|'[^'\n]*'|[A-Za-z0-9_\-.\t ])+?)\s*=""")
+_ARRAY_HEADER = re.compile(r"^\s*\[\[\s*([^\[\]]+?)\s*\]\]\s*(#.*)?$")
+_KEY_PART = re.compile(r"""\s*("[^"]*"|'[^']*'|[^."'\s]+)\s*(\.|$)""")
+
+
+def _split_key(text: str) -> list[str]:
+    """'a."b.c".d' -> ['a', 'b.c', 'd']: a dotted TOML key, quoted parts kept whole (best effort)."""
+    parts, at = [], 0
+    while at < len(text):
+        match = _KEY_PART.match(text, at)
+        if not match:
+            return [part.strip().strip("\"'") for part in text.split(".")]
+        parts.append(_unquote(match.group(1)))
+        at = match.end()
+        if not match.group(2):
+            break
+    return parts
+
+
+def _unquote(part: str) -> str:
+    """A key part as TOML reads it: quotes removed, escapes in a "basic string" decoded."""
+    if part[:1] == '"':
+        try:
+            return tomllib.loads(f"k = {part}")["k"]
+        except tomllib.TOMLDecodeError:
+            pass
+    return part.strip("\"'")
 
 
 def _key_of(line: str) -> list[str]:
     match = _KEY.match(line)
-    return [part.strip().strip('"') for part in match.group(1).split(".")] if match else []
-
-
-def _line_of_key(path: Path, key: str) -> int:
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if _key_of(line)[:1] == [key]:
-            return number
-    return 1
+    return _split_key(match.group(1)) if match else []
 
 
 def find_experiments_file(explicit: Path | None, default: Path) -> Path:
@@ -160,38 +242,82 @@ def resolve_extends(
     fields_of: FieldsOf,
     slots: dict[str, str],
     read: Callable[[Path], ExperimentFile] = ExperimentFile.read,
-    _chain: tuple[tuple[Path, str], ...] = (),
 ) -> tuple[dict[str, Any], list[tuple[ExperimentFile, str]]]:
     """The experiment with its `extends` chain merged in, and the chain (child first) for error locations.
 
     `extends = "base"` names an experiment in the same file; `extends =
-    "other.toml:base"` one in another file, relative to this one.
+    "other.toml:base"` one in another file, relative to the folder of the file
+    that says it, and inside the folder of `file` (see the module docstring).
+    The chain is followed in a loop, so its length is not limited by Python's
+    recursion limit.
     """
-    key = (file.path.resolve(), name)
-    if key in _chain:
-        cycle = " -> ".join(n for _, n in (*_chain, key))
-        raise ConfigError(f"{file.where(name, ['extends'])}: `extends` forms a cycle: {cycle}")
-    table = dict(file.table(name))
-    parent_ref = table.pop("extends", None)
-    if parent_ref is None:
-        return table, [(file, name)]
+    root = file.path.resolve().parent
+    files = {file.path.resolve(): file}
+    chain: list[tuple[ExperimentFile, str, dict[str, Any]]] = []
+    seen: set[tuple[Path, str]] = set()
+    current, current_name = file, name
+    while True:
+        key = (current.path.resolve(), current_name)
+        if key in seen:
+            cycle = " -> ".join([*(n for _, n, _ in chain), current_name])
+            raise ConfigError(f"{current.where(current_name, ['extends'])}: `extends` forms a cycle: {cycle}")
+        seen.add(key)
+        table = dict(current.table(current_name))
+        parent_ref = table.pop("extends", None)
+        chain.append((current, current_name, table))
+        if parent_ref is None:
+            break
+        current, current_name = _parent(current, current_name, parent_ref, root, files, read)
+    merged = chain[-1][2]
+    for _, _, table in reversed(chain[:-1]):
+        merged = deep_merge(merged, table, fields_of, slots)
+    return merged, [(f, n) for f, n, _ in chain]
+
+
+def _parent(
+    file: ExperimentFile,
+    name: str,
+    parent_ref: Any,
+    root: Path,
+    files: dict[Path, ExperimentFile],
+    read: Callable[[Path], ExperimentFile],
+) -> tuple[ExperimentFile, str]:
+    """The file and name that `extends = parent_ref` of experiment `name` in `file` points at."""
+    def at() -> str:
+        return f"{file.where(name, ['extends'])}: experiment '{name}' extends '{parent_ref}'"
+
     if not isinstance(parent_ref, str):
         raise ConfigError(f"{file.where(name, ['extends'])}: `extends` must be a string like \"base\" or \"other.toml:base\"")
     parent_file, parent_name = file, parent_ref
     if ":" in parent_ref:
         other, _, parent_name = parent_ref.rpartition(":")
-        other_path = (file.path.parent / other)
-        if not other_path.is_file():
-            raise ConfigError(f"{file.where(name, ['extends'])}: experiment '{name}' extends '{parent_ref}', but {other_path} does not exist")
-        parent_file = read(other_path)
+        folder = file.path.resolve().parent
+        other_path = (folder / other).resolve()
+        if not other_path.is_relative_to(root):
+            raise ConfigError(
+                f"{at()}, but {other_path} is outside {root}, the folder of the experiments file",
+                hint="an `extends` file must be inside that folder; its path is relative to the file that holds the `extends`",
+            )
+        if not other or not other_path.is_file():
+            what = "is a folder, not a file" if other_path.is_dir() else "does not exist"
+            raise ConfigError(
+                f"{at()}, but {other_path} {what}",
+                hint=f"the path in `extends` is relative to the folder of the file that holds it, {folder}",
+            )
+        if other_path not in files:
+            try:
+                files[other_path] = read(other_path)
+            except TomlFileError as exc:  # its brief form: never quote a file the user did not name
+                raise ConfigError(f"{at()}, but {other_path} is not a TOML experiments file: {exc.brief}") from None
+            except ConfigError as exc:
+                raise ConfigError(f"{at()}, but {other_path} is not a valid experiments file: {exc.message}", exc.hint) from None
+        parent_file = files[other_path]
     if parent_name not in parent_file.data:
         raise ConfigError(
-            f"{file.where(name, ['extends'])}: experiment '{name}' extends '{parent_ref}', "
-            f"which is not in {parent_file.path}{did_you_mean(parent_name, parent_file.names)}",
-            hint=f"experiments there: {', '.join(parent_file.names)}",
+            f"{at()}, which is not in {parent_file.path}{did_you_mean(parent_name, parent_file.names)}",
+            hint=f"experiments there: {', '.join(parent_file.names) or '(none)'}",
         )
-    parent, chain = resolve_extends(parent_file, parent_name, fields_of, slots, read, (*_chain, key))
-    return deep_merge(parent, table, fields_of, slots), [(file, name), *chain]
+    return parent_file, parent_name
 
 
 # --- --set overrides ---------------------------------------------------------------
