@@ -20,7 +20,10 @@ data, in order:
    ..., 1 (they are snapped onto it exactly, which removes float round-off).
 
 Only the array's header is read to answer `shape` and `levels`, so the
-engine learns them without loading the data. Pickled (object) arrays are
+engine learns them without loading the data; the header is also enough to
+refuse an array with no rows or with examples of no values (an axis of
+length 0), before anything is built. NaN and infinite values are refused
+when the data are loaded. Pickled (object) arrays are
 never loaded: a data file must not be able to run code.
 """
 
@@ -134,6 +137,14 @@ def _layout_steps(header: ArrayHeader, channels_last: bool | str) -> tuple[tuple
             f"{WHERE}: the array in '{header.path}' has shape {shape}; expected [N, ...] with one example per row",
             hint="save 1-D data as an [N, 1] array",
         )
+    if shape[0] == 0:
+        raise ConfigError(f"{WHERE}: the array in '{header.path}' is empty (shape {shape}): it has no examples")
+    if 0 in shape[1:]:
+        raise ConfigError(
+            f"{WHERE}: the array in '{header.path}' has shape {shape}: its examples hold no values "
+            f"(axis {shape.index(0, 1)} has length 0)",
+            hint="expected [N, ...] with at least one value per example, e.g. [N, 2] for 2-D points",
+        )
     if channels_last is True:
         if len(shape) != 4:
             raise ConfigError(
@@ -158,8 +169,6 @@ def load_array(
         raise ConfigError(
             f"{WHERE}: the array in '{path}' has dtype {header.dtype}; expected numbers (bool, int, uint or float)"
         )
-    if header.shape[0] == 0:
-        raise ConfigError(f"{WHERE}: the array in '{path}' is empty (shape {header.shape})")
     if header.key is None:
         array = np.load(header.path, allow_pickle=False)
     else:
@@ -195,7 +204,8 @@ def _scale(values: torch.Tensor, scale: str, path: str) -> torch.Tensor:
     if scale == "minmax":
         if low == high:
             raise ConfigError(f"{WHERE}: scale = 'minmax' cannot map '{path}': every value is {low:g}")
-        return (2 * (values.double() - low) / (high - low) - 1).float()
+        # In halves (exact in float64): high - low overflows for data near +-1.8e308, and the map then gives NaN.
+        return ((values.double() / 2 - low / 2) / (high / 2 - low / 2) * 2 - 1).float()
     if low < -1 or high > 1:
         raise ConfigError(
             f"{WHERE}: the data in '{path}' range from {low:g} to {high:g}, outside [-1, 1] (scale = 'none')",

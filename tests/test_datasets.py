@@ -411,3 +411,64 @@ def test_npz_value_errors(build, tmp_path):
     np.save(tmp_path / "objects.npy", np.array([[{"a": 1}]], dtype=object), allow_pickle=True)
     with pytest.raises(ConfigError, match="dtype object"):
         build("npz", path=str(tmp_path / "objects.npy")).load()
+
+
+@pytest.mark.parametrize(
+    "shape, message",
+    [
+        ((10, 0), r"has shape \(10, 0\): its examples hold no values \(axis 1 has length 0\)"),
+        ((10, 0, 3), r"has shape \(10, 0, 3\): its examples hold no values \(axis 1 has length 0\)"),
+        ((4, 8, 8, 0), r"has shape \(4, 8, 8, 0\): its examples hold no values \(axis 3 has length 0\)"),
+        ((0, 2), r"is empty \(shape \(0, 2\)\): it has no examples"),
+        ((0, 0), r"is empty \(shape \(0, 0\)\)"),
+    ],
+)
+@pytest.mark.parametrize("dtype", [np.float64, np.uint8])
+def test_npz_degenerate_shapes_are_refused_from_the_header_before_loading(build, tmp_path, shape, message, dtype):
+    file = tmp_path / "degenerate.npz"
+    np.savez(file, x=np.zeros(shape, dtype=dtype))
+    for channels_last in ("auto", True, False):
+        if channels_last is True and len(shape) != 4:
+            continue
+        dataset = build("npz", path=str(file), channels_last=channels_last)
+        with pytest.raises(ConfigError, match=rf"dataset 'npz': the array in '.*degenerate.npz' {message}"):
+            dataset.shape
+        with pytest.raises(ConfigError, match=message):
+            dataset.load()
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("scale", ["none", "minmax"])
+def test_npz_nan_and_infinite_values_are_refused_whatever_the_scale(build, tmp_path, value, scale):
+    data = np.zeros((4, 2), dtype=np.float32)
+    data[2, 1] = value
+    np.save(tmp_path / "bad.npy", data)
+    with pytest.raises(ConfigError, match=r"NaN and \d infinite values \(the first at index \(2, 1\)\)"):
+        build("npz", path=str(tmp_path / "bad.npy"), scale=scale).load()
+
+
+def test_npz_minmax_maps_values_near_the_float64_limits_without_overflow(build, tmp_path):
+    np.save(tmp_path / "huge.npy", np.array([[-1e308, 0.0], [1e308, 5e307]]))
+    x = build("npz", path=str(tmp_path / "huge.npy"), scale="minmax").load()
+    assert torch.isfinite(x).all()
+    assert torch.allclose(x, torch.tensor([[-1.0, 0.0], [1.0, 0.5]]))
+
+
+def test_npz_with_rows_of_zero_width_through_the_cli_is_one_error(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from workbench.cli import make_app
+
+    monkeypatch.chdir(tmp_path)
+    for var in ("WB_EXPERIMENTS", "WB_SETTINGS", "WB_RUNS_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    np.savez(tmp_path / "empty_rows.npz", x=np.zeros((10, 0)))
+    (tmp_path / "experiments.toml").write_text(
+        '[e]\ndataset = { name = "npz", path = "empty_rows.npz" }\n'
+        'scheduler = { name = "linear", timesteps = 100 }\nbackbone = { name = "mlp", width = 16 }\n'
+        "train = { steps = 2, batch_size = 2 }\n"
+    )
+    result = CliRunner().invoke(make_app(), ["run", "e"])
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit) and "Traceback" not in result.output
+    assert "dataset 'npz': the array in 'empty_rows.npz' has shape (10, 0): its examples hold no values" in result.output
