@@ -18,7 +18,6 @@ from pathlib import Path
 
 import torch
 import torch.multiprocessing as mp
-from rich.console import Console
 
 from common import parser, setup, table
 
@@ -35,20 +34,20 @@ train     = {{ steps = 1000000, batch_size = {batch}, precision = "{precision}",
 def examples_per_second(file: str, device: str, steps: int, context=None) -> float:
     from workbench import distributed
     from workbench.experiment import load_experiment
-    from workbench.training import Trainer
+    from workbench.training import prepare
 
     context = context or distributed.SINGLE
-    trainer = Trainer(load_experiment("bench", file=file), torch.device(device), Console(quiet=True), context)
+    trainer, train_data, _ = prepare(load_experiment("bench", file=file), torch.device(device), context)
     spec = trainer.exp.train
-    batches = trainer._batches(spec.batch_size // spec.accumulate)
+    batches = trainer.batches(train_data)
     for _ in range(3):
-        trainer.train_step(batches)
+        trainer.step(batches)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     distributed.barrier(context)
     start = time.perf_counter()
     for _ in range(steps):
-        trainer.train_step(batches)
+        trainer.step(batches)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     distributed.barrier(context)

@@ -7,7 +7,7 @@ experiments.toml, values in [-1, 1], 17 levels). Both are scored with the
 workbench's own metrics on the same held-out tensor, each from its EMA
 weights. Goal: better fd and better nll than the diffusers loop.
 
-- Ours: the engine exactly as `wb run digits` trains (workbench.training.Trainer:
+- Ours: the engine exactly as `wb run digits` trains (workbench.trainer.Trainer:
   eps prediction, cosine schedule, mse loss, AdamW lr 2e-3 with 100 warm-up
   steps, batch 64, EMA 0.995), `train_step` called until the budget is
   spent (the time is checked after each step). Sampled with the experiment's
@@ -47,7 +47,7 @@ weights. Goal: better fd and better nll than the diffusers loop.
   table shows): only the training and the sampling differ.
 
 - fd: the Frechet distance in the features of the workbench's digits
-  classifier (workbench/features.py, configured as the experiment's `fd`
+  classifier (plugins/nets/features.py, configured as the experiment's `fd`
   metric), N samples (default 500, as the experiment) against the held-out
   set; the fd of N real training examples against that set is printed as
   the floor for this N. nll: workbench.nll in bits/dim on the held-out
@@ -77,15 +77,16 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from rich.console import Console
 
 from common import optional_diffusers, parser, setup, table
 
 import workbench as wb
 from workbench.experiment import load_experiment
-from workbench.features import FeatureConfig, feature_frechet_distance, feature_network
+from workbench.plugins.nets.features import FeatureConfig, feature_frechet_distance, feature_network
 from workbench.pipeline import Pipeline
-from workbench.training import Trainer
+from workbench.sampling import draw_samples
+from workbench.trainer import Trainer
+from workbench.training import prepare
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments.toml"
 CPU = torch.device("cpu")
@@ -109,12 +110,11 @@ def log(message: str) -> None:
 
 def train_ours(exp, budget: float) -> tuple[Trainer, float]:
     """The engine's Trainer, stepped until `budget` seconds have passed; returns it and the seconds used."""
-    trainer = Trainer(exp, CPU, Console(quiet=True))
-    spec = exp.train
-    batches = trainer._batches(spec.batch_size // spec.accumulate)
+    trainer, train_data, _ = prepare(exp, CPU)
+    batches = trainer.batches(train_data)
     start = time.perf_counter()
     while time.perf_counter() - start < budget:
-        trainer.train_step(batches)
+        trainer.step(batches)
     return trainer, time.perf_counter() - start
 
 
@@ -299,10 +299,10 @@ def main() -> None:
     batch = exp.eval.batch_size
     log(f"ours: {args.samples} samples ({exp.sampler.name} {exp.sampler.steps}), nll on {len(nll_data)}")
     with torch.no_grad():
-        ours_samples, our_sampling = timed(lambda: Pipeline.draw(
+        ours_samples, our_sampling = timed(lambda: draw_samples(
             exp.sampler, trainer.ema, trainer.diffusion, n_shape, torch.Generator().manual_seed(seed), batch))
     our_nll, our_nll_s = timed(lambda: bits_per_dim(trainer.ema, trainer.diffusion, nll_data, levels, seed))
-    steps_ours = trainer.step
+    steps_ours = trainer.steps_done
     rows = [[
         f"workbench (`wb run digits`), {exp.sampler.name} {exp.sampler.steps}", f"{trainer.parameters:,}",
         steps_ours, steps_ours * exp.train.batch_size, round(our_seconds, 1),
@@ -324,7 +324,7 @@ def main() -> None:
             ddpm_samples, ddpm_s = timed(lambda: ddpm_pipeline_samples(unet, loop.noise_scheduler, args.samples,
                                                                       args.ddpm_steps, seed))
             log(f"theirs: {args.samples} samples ({exp.sampler.name} {exp.sampler.steps}, ours)")
-            dpm_samples, dpm_s = timed(lambda: Pipeline.draw(
+            dpm_samples, dpm_s = timed(lambda: draw_samples(
                 exp.sampler, Eps(unet), their_diffusion, n_shape, torch.Generator().manual_seed(seed), batch))
         their_nll, their_nll_s = timed(lambda: bits_per_dim(Eps(unet), their_diffusion, nll_data, levels, seed))
         default = "their default" if args.ddpm_steps == timesteps else f"their default is {timesteps}"

@@ -40,7 +40,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from rich.console import Console
 from torch.utils.flop_counter import FlopCounterMode
 
 from common import interleaved, matmul_peak, median, median_ratio, optional_diffusers, parser, setup, table
@@ -146,7 +145,7 @@ def forward_flops(net: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> int:
 def bare_steps(name: str, config: Config, device: torch.device, bf16: bool, rounds: int, peak: float) -> str:
     """The table of part 1 for one configuration and precision."""
     from workbench.pipeline import memory_format
-    from workbench.training import adamw
+    from workbench.trainer import adamw
 
     torch.manual_seed(0)
     ours, component = our_unet(config)
@@ -246,16 +245,24 @@ def breakdown(name: str, steps: dict[str, BareStep], repeat: int) -> str:
 def engine_overhead(name: str, config: Config, device: torch.device, rounds: int, window: int) -> str:
     """Part 2: `window` steps of the engine's loop against `window` bare steps, in alternation."""
     from workbench import runs
+    from workbench.events import Events
     from workbench.experiment import load_experiment
+    from workbench.handle import Run
     from workbench.pipeline import memory_format
-    from workbench.training import Trainer, adamw
+    from workbench.trainer import adamw
+    from workbench.training import Interrupt, prepare, train_loop
 
     with tempfile.TemporaryDirectory() as folder:
         file = Path(folder) / "bench.toml"
         file.write_text(config.experiment(log_every=window))
         exp = load_experiment("bench", file=file)
-        trainer = Trainer(exp, device, Console(quiet=True))
-        trainer.start(runs.new_run_dir(Path(folder) / "runs", "bench"))
+        trainer, train_data, held_out = prepare(exp, device)
+        run = Run(runs.new_run_dir(Path(folder) / "runs", "bench"))
+        source = trainer.batches(train_data)
+
+        def engine_window() -> None:  # the loop of `wb run`, logging and checkpoints included, no output
+            train_loop(trainer, source, held_out, run, Events(), trainer.steps_done + window, Interrupt())
+
         # The bare step trains the same network with an optimizer like the engine's (and state of its own).
         optimizer = adamw(trainer.model.parameters(), lr=exp.train.lr)
         channels_last = memory_format(config.shape, device) == torch.channels_last
@@ -265,7 +272,7 @@ def engine_overhead(name: str, config: Config, device: torch.device, rounds: int
             for _ in range(window):
                 bare()
 
-        times = interleaved({"engine": lambda: trainer.run_steps(window), "bare": bare_window}, rounds=rounds, warmup=1,
+        times = interleaved({"engine": engine_window, "bare": bare_window}, rounds=rounds, warmup=1,
                             device=device)
     overhead = median_ratio(times["engine"], times["bare"]) - 1
     rows = [
@@ -291,7 +298,7 @@ def main() -> None:
     rounds = 2 if args.smoke else args.rounds
     if optional_diffusers("the side-by-side tables need it") is None:
         return
-    from workbench.training import fast_bf16
+    from workbench.trainer import fast_bf16
 
     precisions = [False] + ([True] if fast_bf16(device) else [])
     peaks = {bf16: matmul_peak(torch.bfloat16 if bf16 else torch.float32, device, n=256 if args.smoke else 2048)

@@ -27,7 +27,7 @@ from workbench import Dataset, hookimpl
 if TYPE_CHECKING:
     import torch
 
-    from workbench.plugins.images import ImageFiles
+    from workbench.plugins.data.images import ImageFiles
 
 
 def _seed() -> Any:
@@ -77,7 +77,7 @@ class SwissRoll(_Toy2D):
     noise: float = _noise(0.03)
 
     def _draw(self):
-        from workbench.plugins import toy2d
+        from workbench.plugins.data import toy2d
 
         return toy2d.swissroll(self.n, self.noise, _generator(self.seed))
 
@@ -89,7 +89,7 @@ class Moons(_Toy2D):
     noise: float = _noise(0.05)
 
     def _draw(self):
-        from workbench.plugins import toy2d
+        from workbench.plugins.data import toy2d
 
         return toy2d.moons(self.n, self.noise, _generator(self.seed))
 
@@ -101,7 +101,7 @@ class EightGaussians(_Toy2D):
     noise: float = _noise(0.05)
 
     def _draw(self):
-        from workbench.plugins import toy2d
+        from workbench.plugins.data import toy2d
 
         return toy2d.eight_gaussians(self.n, self.noise, _generator(self.seed))
 
@@ -113,7 +113,7 @@ class Checkerboard(_Toy2D):
     cells: int = Field(4, ge=2, le=64, description="squares per side of the board")
 
     def _draw(self):
-        from workbench.plugins import toy2d
+        from workbench.plugins.data import toy2d
 
         return toy2d.checkerboard(self.n, self.cells, _generator(self.seed))
 
@@ -126,7 +126,7 @@ class Circles(_Toy2D):
     factor: float = Field(0.5, gt=0, lt=1, description="radius of the inner circle relative to the outer")
 
     def _draw(self):
-        from workbench.plugins import toy2d
+        from workbench.plugins.data import toy2d
 
         return toy2d.circles(self.n, self.noise, self.factor, _generator(self.seed))
 
@@ -169,7 +169,7 @@ class Digits(Dataset):
         return self._load()[1]
 
     def _load(self) -> tuple[torch.Tensor, torch.Tensor]:
-        from workbench.plugins.images import load_digits
+        from workbench.plugins.data.images import load_digits
 
         return load_digits(self.classes, _generator(self.seed))
 
@@ -196,13 +196,13 @@ class Shapes(Dataset):
         return 256
 
     def load(self) -> torch.Tensor:
-        from workbench.plugins.images import draw_shapes, from_uint8
+        from workbench.plugins.data.images import draw_shapes, from_uint8
 
         images, _ = draw_shapes(self.n, self.size, _generator(self.seed))
         return from_uint8(images)
 
     def labels(self) -> torch.Tensor:
-        from workbench.plugins.images import shape_parameters
+        from workbench.plugins.data.images import shape_parameters
 
         return shape_parameters(self.n, self.size, _generator(self.seed))["label"]
 
@@ -236,7 +236,7 @@ class Folder(Dataset):
         return 256
 
     def load(self) -> torch.Tensor | ImageFiles:
-        from workbench.plugins.images import load_folder
+        from workbench.plugins.data.images import load_folder
 
         return load_folder(
             self.path, self.size, self.channels, self.recursive, self.on_error, self.in_memory_limit
@@ -246,7 +246,7 @@ class Folder(Dataset):
 class Npz(Dataset):
     """A user's array file (.npz or .npy), one example per row, mapped to [-1, 1].
 
-    The layout, scale and levels rules are in plugins/arrays.py.
+    The layout, scale and levels rules are in plugins/data/arrays.py.
     """
 
     name = "npz"
@@ -269,18 +269,18 @@ class Npz(Dataset):
 
     @property
     def shape(self) -> tuple[int, ...]:
-        from workbench.plugins.arrays import example_shape, read_header
+        from workbench.plugins.data.arrays import example_shape, read_header
 
         return example_shape(read_header(self.path, self.key), self.channels_last)
 
     @property
     def levels(self) -> int | None:
-        from workbench.plugins.arrays import read_header, resolved_levels
+        from workbench.plugins.data.arrays import read_header, resolved_levels
 
         return resolved_levels(read_header(self.path, self.key), self.scale, self.discrete_levels)
 
     def load(self) -> torch.Tensor:
-        from workbench.plugins.arrays import load_array
+        from workbench.plugins.data.arrays import load_array
 
         return load_array(self.path, self.key, self.scale, self.discrete_levels, self.channels_last)
 

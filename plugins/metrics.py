@@ -1,13 +1,17 @@
 """Built-in evaluation metrics: negative log-likelihood and sample-quality distances.
 
 Each metric's `compute(evaluation)` reads the model, data and samples from a
-`workbench.evaluation.Evaluation` and returns one float.
+`workbench.Evaluation` and returns its value, or a `workbench.MetricResult`
+with the value and the pictures and tables it leaves in the run directory.
 
 - `nll`: bits/dim from the full variational bound, on held-out data.
 - `swd`: sliced Wasserstein distance, in data space (suited to vectors).
+- `precision`, `recall`: improved precision and recall (Kynkäänniemi et al.
+  2019): the share of samples on the data's manifold, and of the data on the
+  samples'; on vectors directly, on images in the `fd` classifier's features.
 - `fd`: Frechet distance in the features of a small classifier trained on the
   dataset's own labels (suited to images); the network is described in
-  workbench/features.py. Its values compare runs within the workbench only,
+  plugins/nets/features.py. Its values compare runs within the workbench only,
   never with published FIDs.
 """
 
@@ -18,9 +22,10 @@ from typing import TYPE_CHECKING
 from pydantic import Field
 
 from workbench import Metric, hookimpl
+from workbench.components import MetricResult
 
 if TYPE_CHECKING:
-    from workbench.evaluation import Evaluation
+    from workbench.components import Evaluation
 
 
 class NLL(Metric):
@@ -32,23 +37,31 @@ class NLL(Metric):
     examples: int = Field(1000, ge=1, description="held-out examples to average over (each costs T model calls)")
     batch_size: int = Field(1000, ge=1, description="examples per model call")
 
-    def compute(self, evaluation: Evaluation) -> float:
+    def compute(self, evaluation: Evaluation) -> MetricResult:
+        """The mean bound over held-out examples, with its breakdown by step as nll_terms.json and .png."""
         import torch
 
         from workbench.likelihood import nll_terms
+        from workbench.plots import draw_line_chart
 
         data = evaluation.data[: self.examples]
-        generator = evaluation.generator(offset=1)
+        generator = evaluation.generator("nll")
         parts = [
             nll_terms(evaluation.model, evaluation.diffusion, batch, levels=evaluation.levels, generator=generator)
             for batch in data.split(self.batch_size)
         ]
-        # The per-step breakdown, averaged over examples, for the run's nll_terms.png.
-        evaluation.artifacts["nll_terms"] = {
+        total = float(torch.cat([p.total for p in parts]).mean())
+        terms = {
             "prior": float(torch.cat([p.prior for p in parts]).mean()),
             "per_step": torch.cat([p.terms for p in parts]).mean(dim=0).tolist(),
         }
-        return float(torch.cat([p.total for p in parts]).mean())
+        per_step = terms["per_step"]
+        chart = draw_line_chart(
+            [("L_t (t = 0: decoder)", list(range(len(per_step))), per_step)],
+            f"NLL bound by step, bits/dim (prior term {terms['prior']:.2g}, total {sum(per_step) + terms['prior']:.3f})",
+            xlabel="t", ylabel="bits/dim", log_y=True,
+        )
+        return MetricResult(total, {"nll_terms.json": terms, "nll_terms.png": chart})
 
 
 class SlicedWasserstein(Metric):
@@ -60,11 +73,10 @@ class SlicedWasserstein(Metric):
     projections: int = Field(512, ge=1, description="random directions averaged over")
 
     def compute(self, evaluation: Evaluation) -> float:
-        import torch
-
         from workbench.distances import sliced_wasserstein
+        from workbench.streams import generator
 
-        directions = torch.Generator().manual_seed(evaluation.seed + 2)  # CPU: the projections are drawn there
+        directions = generator(evaluation.seed, "directions")  # on the CPU: the projections are drawn there
         return sliced_wasserstein(evaluation.samples, evaluation.data, self.projections, generator=directions)
 
 
@@ -92,12 +104,12 @@ class FrechetDistance(Metric):
 
     def compute(self, evaluation: Evaluation) -> float:
         from workbench.errors import ConfigError
-        from workbench.features import FeatureConfig, feature_frechet_distance, feature_network
+        from workbench.plugins.nets.features import FeatureConfig, feature_frechet_distance, feature_network
 
         if evaluation.dataset is None:
             raise ConfigError(
                 "metric 'fd' needs the experiment's dataset to train its feature network, but the evaluation has none",
-                hint="build the Evaluation with dataset=<the Dataset component> (make_evaluation does)",
+                hint="build the Evaluation with dataset=<the Dataset component> (workbench.evaluation.make_evaluation does)",
             )
         if evaluation.num_samples < 2:
             raise ConfigError(
@@ -110,12 +122,57 @@ class FrechetDistance(Metric):
                 hint="raise eval.holdout so that at least 2 (better hundreds of) examples are held out",
             )
         config = FeatureConfig(feature_dim=self.feature_dim, train_steps=self.train_steps, batch_size=self.batch_size)
-        net = feature_network(evaluation.dataset, config, progress=evaluation.progress)
+        cache = evaluation.cache_dir / "features" if evaluation.cache_dir is not None else None
+        net = feature_network(evaluation.dataset, config, cache_dir=cache, progress=evaluation.announce)
         return feature_frechet_distance(net, evaluation.samples, evaluation.data)
+
+
+class _Coverage(Metric):
+    """Improved precision and recall share one computation (k-nearest-neighbour balls of both sets)."""
+
+    higher_is_better = True
+
+    k: int = Field(3, ge=1, description="the k of the k-nearest-neighbour balls (3 in the paper)")
+    examples: int = Field(
+        10_000, ge=2, description="at most this many samples and held-out examples, equally many of each (as in the paper)"
+    )
+
+    def both(self, evaluation: Evaluation) -> tuple[float, float]:
+        from workbench.distances import precision_recall
+
+        key = f"precision_recall:k={self.k},n={self.examples}"
+        if key not in evaluation.memo:
+            n = min(self.examples, len(evaluation.data), evaluation.num_samples)
+            real, fake = evaluation.data[:n], evaluation.samples[:n]
+            if real.ndim > 2:  # images: in the features of the dataset's classifier, as fd measures them
+                from workbench.plugins.nets.features import extract_features, feature_network
+
+                cache = evaluation.cache_dir / "features" if evaluation.cache_dir is not None else None
+                net = feature_network(evaluation.dataset, cache_dir=cache, progress=evaluation.announce)
+                real, fake = extract_features(net, real), extract_features(net, fake)
+            evaluation.memo[key] = precision_recall(real.double().flatten(1), fake.double().flatten(1), k=self.k)
+        return evaluation.memo[key]
+
+
+class Precision(_Coverage):
+    """Share of samples inside the data's k-NN manifold (Kynkäänniemi et al. 2019): quality."""
+
+    name = "precision"
+
+    def compute(self, evaluation: Evaluation) -> float:
+        return self.both(evaluation)[0]
+
+
+class Recall(_Coverage):
+    """Share of held-out data inside the samples' k-NN manifold (Kynkäänniemi et al. 2019): coverage."""
+
+    name = "recall"
+
+    def compute(self, evaluation: Evaluation) -> float:
+        return self.both(evaluation)[1]
 
 
 @hookimpl
 def register_metrics(register):
-    register(NLL)
-    register(SlicedWasserstein)
-    register(FrechetDistance)
+    for cls in (NLL, SlicedWasserstein, FrechetDistance, Precision, Recall):
+        register(cls)

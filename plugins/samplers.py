@@ -4,7 +4,8 @@ A sampler walks the chain back from x_T ~ N(0, I) to x0 with a trained model;
 the noise schedule itself is the scheduler's. Each class here holds only its
 update rule; drawing x_T, calling the model with the original step indices,
 reading its output (eps, x0 or v; learned variance), progress and the
-trajectory are shared in `workbench.sampling.Walk`.
+trajectory are shared in `workbench.sampling.Walk`, and the call itself in
+`workbench.chain.ChainSampler`, the public base that plugin authors use too.
 
 Notation: step indices t are the process's own (0..T-1, t = 0 least noisy);
 abar_t = cumprod(1 - beta); alpha_t = sqrt(abar_t), sigma_t = sqrt(1 - abar_t)
@@ -16,77 +17,22 @@ Python floats.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Callable, Literal
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 
-from workbench import Sampler, hookimpl
+from workbench import hookimpl
+from workbench.chain import SPACING_HELP, ChainSampler
+from workbench.components import Spacing
 
 if TYPE_CHECKING:
     import torch
 
-    from workbench.components import Progress
     from workbench.diffusion import Diffusion
     from workbench.sampling import Walk
 
-SpacingOption = Literal["linspace", "leading", "trailing", "logsnr"]
-SPACING_HELP = (
-    "which steps a short chain visits: 'logsnr' (evenly spaced in log SNR, ending at t = 0 with small steps), "
-    "'linspace' (evenly spaced from T-1 to 0), 'leading' (0, k, 2k, ...: the DDIM paper's), 'trailing' (T-1, T-1-k, ...)"
-)
 
-
-class _ChainSampler(Sampler):
-    """Shared plumbing: the step grid, one `Walk` per call, no gradients."""
-
-    clip_denoised: bool = Field(
-        True,
-        description="clip each predicted x0 to [-1, 1] (data in [-1, 1]); the pipeline turns it off for unbounded data",
-    )
-
-    def sample(
-        self,
-        model: Callable,
-        diffusion: Diffusion,
-        shape: tuple[int, ...],
-        generator: torch.Generator | None = None,
-        progress: Progress | None = None,
-        return_trajectory: bool = False,
-        device: torch.device | str | None = None,
-    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
-        """x0 of `shape` from x_T ~ N(0, I) drawn with `generator`; with `return_trajectory`, also every x_t visited.
-
-        `model(x_t, t)` gets the original step indices t (LongTensor [B]). The
-        chain runs on `device`, else the generator's device, else the model's;
-        under torch.no_grad(), leaving the model's train/eval mode as it is.
-        `progress(done, total)` is called after each model evaluation.
-        """
-        import torch
-
-        from workbench.sampling import Walk
-
-        grid = self.timesteps(diffusion)
-        walk = Walk(model, diffusion, shape, len(grid), generator, progress, return_trajectory, device)
-        with torch.no_grad():
-            x = self.walk(walk, grid)
-        return walk.result(x)
-
-    def timesteps(self, diffusion: Diffusion) -> list[int]:
-        """Original step indices of the model calls, noisiest first."""
-        raise NotImplementedError
-
-    def walk(self, walk: Walk, grid: list[int]) -> torch.Tensor:
-        """The update rule: from walk.start() to x0, one model call per entry of `grid`."""
-        raise NotImplementedError
-
-    def _grid(self, diffusion: Diffusion, steps: int, spacing: str) -> list[int]:
-        from workbench.sampling import check_steps, timestep_grid
-
-        check_steps(self.name, steps, diffusion)
-        return timestep_grid(diffusion, steps, spacing)
-
-
-class DDPM(_ChainSampler):
+class DDPM(ChainSampler):
     """Ancestral sampling (Ho et al. 2020): one stochastic step of p(x_{t-1} | x_t) per model call."""
 
     name = "ddpm"
@@ -100,7 +46,7 @@ class DDPM(_ChainSampler):
     def timesteps(self, diffusion: Diffusion) -> list[int]:
         if self.steps is None:
             return list(range(diffusion.num_timesteps - 1, -1, -1))
-        return self._grid(diffusion, self.steps, "linspace")
+        return self.grid(diffusion, self.steps, "linspace")
 
     def walk(self, walk: Walk, grid: list[int]) -> torch.Tensor:
         """x_{t-1} = mean + sigma_t z, z ~ N(0, I), with no noise at the last step (DDPM Algorithm 2).
@@ -123,14 +69,14 @@ class DDPM(_ChainSampler):
         return x
 
 
-class DDIM(_ChainSampler):
+class DDIM(ChainSampler):
     """DDIM (Song et al. 2021): deterministic at eta = 0, DDPM-like at eta = 1; 50 steps by default.
 
     The default grid is evenly spaced in logSNR, not the paper's evenly spaced t
-    (spacing = "leading" gives that, as diffusers does): measured on the fine 2-D
-    mixture of benchmarks/samplers.py, 50 steps evenly spaced in t end with a jump
-    from t = 20 to 0 that strands 2.1% of the samples between the modes (fresh data:
-    0.03%), logSNR steps 0.16%; at 20 steps, 15% against 1%.
+    (spacing = "leading" gives that, as diffusers does): 50 steps evenly spaced in t
+    end with one long jump to t = 0 that strands samples between the modes of a fine
+    mixture, where logSNR steps end with small ones (benchmarks/samplers.py measures
+    both; benchmarks/RESULTS.md has the figures).
     """
 
     name = "ddim"
@@ -139,10 +85,10 @@ class DDIM(_ChainSampler):
     eta: float = Field(
         0.0, ge=0, le=1, description="noise scale: 0 deterministic (the probability-flow path), 1 the DDPM posterior's"
     )
-    spacing: SpacingOption = Field("logsnr", description=SPACING_HELP)
+    spacing: Spacing = Field("logsnr", description=SPACING_HELP)
 
     def timesteps(self, diffusion: Diffusion) -> list[int]:
-        return self._grid(diffusion, self.steps, self.spacing)
+        return self.grid(diffusion, self.steps, self.spacing)
 
     def walk(self, walk: Walk, grid: list[int]) -> torch.Tensor:
         """Song et al. 2021, eq. 12, from step t to the next grid step s (abar_s = 1 after the last):
@@ -163,18 +109,17 @@ class DDIM(_ChainSampler):
         return x
 
 
-class DPMSolver(_ChainSampler):
+class DPMSolver(ChainSampler):
     """DPM-Solver++ multistep (Lu et al. 2022): a 3rd-order ODE solver on the x0 prediction, 20 model calls.
 
-    The defaults were chosen by measurement (benchmarks/samplers.py: exact denoiser of
-    8 narrow Gaussians, linear schedule, sliced Wasserstein on mode-balanced sets):
-    steps evenly spaced in logSNR with the last call at t = 0, then x0 from that call.
-    At 20 calls the third-order solver (3M, the order diffusers recommends for
-    unconditional sampling) reaches the quality of 1000-step DDPM (SW 0.0049 against
-    0.0048); second order (2M) needs 25. Steps evenly spaced in t (diffusers' default)
-    make the last call at t = 50, where the modes are still blurred. On grids of fewer
-    than 15 steps the order is capped at 2: extrapolating a quadratic over such long
-    log-SNR steps is unstable (at 5 steps 3M strands a third of the samples between modes).
+    The defaults were chosen by measurement (benchmarks/samplers.py, with an exact
+    denoiser; the figures are in benchmarks/RESULTS.md): steps evenly spaced in logSNR
+    with the last call at t = 0, then x0 from that call. At 20 calls the third-order
+    solver (3M, the order diffusers recommends for unconditional sampling) reaches the
+    quality of 1000-step DDPM, where second order (2M) needs more calls. Steps evenly
+    spaced in t (diffusers' default) make the last call far from t = 0, where the modes
+    are still blurred. On grids of fewer than 15 steps the order is capped at 2:
+    extrapolating a quadratic over such long log-SNR steps is unstable.
     """
 
     name = "dpm_solver"
@@ -184,10 +129,10 @@ class DPMSolver(_ChainSampler):
         3, ge=1, le=3,
         description="3: DPM-Solver++(3M) (2M on grids under 15 steps); 2: 2M; 1: first order (DDIM's path, eta = 0)",
     )
-    spacing: SpacingOption = Field("logsnr", description=SPACING_HELP)
+    spacing: Spacing = Field("logsnr", description=SPACING_HELP)
 
     def timesteps(self, diffusion: Diffusion) -> list[int]:
-        return self._grid(diffusion, self.steps, self.spacing)
+        return self.grid(diffusion, self.steps, self.spacing)
 
     def walk(self, walk: Walk, grid: list[int]) -> torch.Tensor:
         """DPM-Solver++ multistep (Lu et al. 2022, Algorithm 2 and its 3rd-order form) on the steps of `grid`.

@@ -28,7 +28,7 @@ def png_folder(tmp_path):
     """tmp_path/images: 40 distinct 8x8 RGB PNGs (the `shapes` dataset's images), a set to stream."""
     from PIL import Image
 
-    from workbench.plugins.images import draw_shapes
+    from workbench.plugins.data.images import draw_shapes
 
     folder = tmp_path / "images"
     folder.mkdir()

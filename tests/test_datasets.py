@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from workbench.errors import ConfigError
-from workbench.plugins import images
+from workbench.plugins.data import images
 
 TOY_SETS = ["swissroll", "moons", "eight_gaussians", "checkerboard", "circles"]
 
@@ -81,7 +81,7 @@ def test_heavy_noise_is_rejected_not_clamped(build, name):
 
 
 def test_rejection_keeps_each_label_with_its_point():
-    from workbench.plugins import toy2d
+    from workbench.plugins.data import toy2d
 
     generator = torch.Generator().manual_seed(0)
 

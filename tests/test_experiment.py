@@ -96,7 +96,7 @@ def test_provider_prefix_picks_a_component(tmp_path, registry):
     [
         (('timesteps = 100', 'timestepz = 100'), r"experiments.toml:5: experiment 'base', scheduler 'linear': unknown option 'timestepz' \(did you mean 'timesteps'\?\)"),
         (('name = "mlp"', 'name = "mpl"'), r"experiments.toml:6: experiment 'base', unknown backbone 'mpl' \(did you mean 'mlp'\?\)"),
-        (('steps = 10,', 'steps = -10,'), r"experiments.toml:7: experiment 'base': train.steps: Input should be greater than or equal to 1 \(got -10\)"),
+        (('steps = 10,', 'steps = -10,'), r"experiments.toml:7: experiment 'base': option 'train.steps': Input should be greater than or equal to 1 \(got -10\)"),
         (('steps = 10,', 'stpes = 10,'), r"experiments.toml:7: experiment 'base': unknown option 'train.stpes' \(did you mean 'steps'\?\)"),
         (('width = 32', 'width = "wide"'), r"experiments.toml:6: experiment 'base', backbone 'mlp': option 'width': Input should be a valid integer"),
         (('seed = 3', 'sed = 3'), r"experiments.toml:3: experiment 'base': unknown key 'sed' \(did you mean 'seed'\?\)"),

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench import features
+from workbench.plugins.nets import features
 from workbench.distances import frechet_distance
-from workbench.features import FeatureConfig, FeatureNet, build_feature_net, feature_network
+from workbench.plugins.nets.features import FeatureConfig, FeatureNet, build_feature_net, feature_network
 
 pytest.importorskip("sklearn")  # the digits ship with scikit-learn
 

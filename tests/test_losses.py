@@ -2,14 +2,13 @@
 
 Ground truth: targets and min-SNR weights written out from their definitions;
 the vlb loss averaging to `wb.nll` of the same exact model (it is an unbiased
-one-sample estimate of the same bound), with and without importance sampling;
+one-sample estimate of the same bound) (importance sampling of t: test_timesteps.py);
 the hybrid loss's stop-gradient read off the gradient of a leaf output; and
 every loss going down when a small network trains on a 2-D toy set.
 """
 
 from __future__ import annotations
 
-import io
 import math
 import subprocess
 import sys
@@ -152,12 +151,6 @@ def test_draws_t_then_noise_from_the_generator():
     torch.testing.assert_close(seen["x_t"], diffusion.q_sample(x0, t, noise))
 
 
-def test_uniform_timesteps_cover_every_step_with_unit_weights():
-    t, w = MSE().sample_timesteps(5000, 7, torch.device("cpu"), torch.Generator().manual_seed(0))
-    assert t.dtype == torch.long and set(t.tolist()) == set(range(7))
-    assert torch.equal(w, torch.ones(5000, dtype=torch.float64))
-
-
 # --- hybrid ---------------------------------------------------------------------------------
 
 
@@ -213,109 +206,7 @@ def test_vlb_averages_to_nll_on_discrete_data():
     assert_same_mean(draws, bound)
 
 
-def test_vlb_with_importance_sampling_stays_unbiased_and_cuts_variance():
-    """Gaussian data (continuous), T = 50: uniform and importance-sampled vlb both average to nll;
-    p_t ~ sqrt(E[L_t^2]) lowers the variance (here the decoder term, ~ -5 bits x T, dominates it).
-    The schedule stops at abar ~ 0.5, so the prior term (~0.2 bits/dim) counts too."""
-    diffusion = Diffusion(cosine_betas(100)[:50], "eps", "fixed_large")
-    model = GaussianMixtureDenoiser(diffusion, torch.zeros(1, 4, dtype=torch.float64), stds=0.5)
-    g = torch.Generator().manual_seed(1)
-    x0 = model.sample_data(2000, g).to(torch.float64)
-    bound = nll(model, diffusion, x0, levels=None, generator=g)
-    uniform = VLB()(model, diffusion, x0.repeat(100, 1), generator=g)
-    sampled = VLB(importance_sampling=True)
-    sampled(model, diffusion, x0, generator=g)  # warm-up: every t gets its 10 losses
-    assert sampled.timestep_probabilities(50, x0.device) is not None
-    importance = sampled(model, diffusion, x0.repeat(100, 1), generator=g)
-    assert_same_mean(uniform, bound)
-    assert_same_mean(importance, bound)
-    assert float(importance.std()) < 0.6 * float(uniform.std())
 
-
-# --- importance sampling -----------------------------------------------------------------------
-
-
-def test_importance_probabilities_follow_the_loss_history():
-    T = 6
-    g = torch.Generator().manual_seed(0)
-    history = torch.rand(T, 10, generator=g, dtype=torch.float64) * torch.arange(1, T + 1)[:, None]
-    counts = torch.full((T,), 10)
-    loss = VLB(importance_sampling=True)
-    loss.load_state_dict({"loss_history": history, "loss_counts": counts})
-    rms = (history**2).mean(dim=1).sqrt()
-    expected = 0.999 * rms / rms.sum() + 0.001 / T
-    p = loss.timestep_probabilities(T, torch.device("cpu"))
-    torch.testing.assert_close(p, expected, rtol=1e-12, atol=0)
-
-    t, weights = loss.sample_timesteps(200_000, T, torch.device("cpu"), g)
-    torch.testing.assert_close(weights, 1 / (T * expected[t]), rtol=1e-12, atol=0)
-    frequency = torch.bincount(t, minlength=T) / len(t)
-    assert ((frequency - expected).abs() <= 5 * (expected * (1 - expected) / len(t)).sqrt()).all()
-    torch.testing.assert_close(loss.timestep_weights(t[:5], T), weights[:5])
-
-    counts[2] = 9  # one step short of its 10 losses: still uniform
-    loss.load_state_dict({"loss_history": history, "loss_counts": counts})
-    assert loss.timestep_probabilities(T, torch.device("cpu")) is None
-    assert VLB(importance_sampling=False).timestep_probabilities(T, torch.device("cpu")) is None
-
-
-def test_history_keeps_the_last_ten_losses_of_each_step():
-    T = 5
-    diffusion = Diffusion(cosine_betas(T), "eps", "fixed_small")
-    x0 = torch.zeros(1, 2, dtype=torch.float64)
-    noise = torch.ones(1, 2, dtype=torch.float64)
-    calls = []
-
-    def model(x_t, t):  # a different output each call, so each L_t differs
-        calls.append(None)
-        return torch.full_like(x_t, 0.37 * len(calls))
-
-    loss = VLB(importance_sampling=True)
-    terms = []
-    for _ in range(12):
-        value = loss(model, diffusion, x0, t=torch.tensor([3]), noise=noise)
-        terms.append(float((value - prior_bpd(diffusion, x0)) / T))
-    state = loss.state_dict()
-    assert state["loss_counts"].tolist() == [0, 0, 0, 10, 0]
-    torch.testing.assert_close(state["loss_history"][3], torch.tensor(terms[-10:], dtype=torch.float64))
-    assert len(set(terms)) == 12
-
-
-def test_state_dict_round_trip_resumes_bit_for_bit():
-    diffusion = Diffusion(cosine_betas(20), "eps", "fixed_small")
-    model = GaussianMixtureDenoiser(diffusion, POINTS)
-    x0 = model.sample_data(256, torch.Generator().manual_seed(0)).to(torch.float64)
-    loss = VLB(levels=17, importance_sampling=True)
-    assert loss.state_dict() == {}
-    g = torch.Generator().manual_seed(1)
-    for _ in range(3):
-        loss(model, diffusion, x0, generator=g)
-    assert loss.timestep_probabilities(20, x0.device) is not None
-
-    buffer = io.BytesIO()
-    torch.save(loss.state_dict(), buffer)
-    buffer.seek(0)
-    resumed = VLB(levels=17, importance_sampling=True)
-    resumed.load_state_dict(torch.load(buffer, weights_only=True))
-    g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
-    for _ in range(3):
-        assert torch.equal(loss(model, diffusion, x0, generator=g1), resumed(model, diffusion, x0, generator=g2))
-    for key, value in loss.state_dict().items():
-        assert torch.equal(value, resumed.state_dict()[key])
-
-    snapshot = loss.state_dict()
-    snapshot["loss_history"].zero_()  # a copy: the loss's own history is untouched
-    assert loss.state_dict()["loss_history"].abs().sum() > 0
-    loss.load_state_dict({})
-    assert loss.state_dict() == {}
-    assert loss.timestep_probabilities(20, x0.device) is None
-
-
-def test_stateless_losses_have_empty_state():
-    assert MSE().state_dict() == {} and Hybrid().state_dict() == {} and VLB().state_dict() == {}
-    MSE().load_state_dict({})
-    with pytest.raises(ValueError, match="no state"):
-        MSE().load_state_dict({"loss_history": torch.zeros(1)})
 
 
 # --- every loss trains a small network ------------------------------------------------------------
@@ -412,10 +303,5 @@ def test_losses_and_nll_run_on_cuda():
         on_gpu = loss(model, diffusion, x0.to(cuda), t=t.to(cuda), noise=noise.to(cuda))
         torch.testing.assert_close(on_gpu.cpu(), on_cpu)
     g = torch.Generator(device=cuda).manual_seed(3)
-    sampled = VLB(levels=17, importance_sampling=True)
-    for _ in range(3):
-        values = sampled(model, diffusion, x0.to(cuda), generator=g)
-        assert values.device.type == "cuda" and torch.isfinite(values).all()
-    assert sampled.timestep_probabilities(20, cuda).device.type == "cuda"
     bound = nll(model, diffusion, x0[:64].to(cuda), levels=17, generator=g)
     assert bound.device.type == "cuda" and torch.isfinite(bound).all()

@@ -7,9 +7,10 @@ import torch
 
 import workbench as wb
 from workbench.errors import ConfigError
-from workbench.evaluation import Evaluation, evaluate, make_evaluation
+from workbench.components import Evaluation
+from workbench.evaluation import evaluate, make_evaluation
 from workbench.exact import GaussianMixtureDenoiser
-from workbench.features import FeatureConfig, cache_key, extract_features, feature_network
+from workbench.plugins.nets.features import FeatureConfig, cache_key, extract_features, feature_network
 
 pytest.importorskip("sklearn")  # the digits ship with scikit-learn
 
@@ -60,9 +61,9 @@ def fd_of(samples: torch.Tensor, data: torch.Tensor, dataset, **options) -> floa
     """The `fd` metric through `evaluate`, with the samples set on a real Evaluation."""
     evaluation = Evaluation(
         model=stand_in_model, diffusion=diffusion(), data=data, levels=17, sampler=wb.build("sampler", "ddpm"),
-        num_samples=len(samples), dataset=dataset, _samples=samples,
+        num_samples=len(samples), dataset=dataset, samples_given=samples,
     )
-    return evaluate([wb.build("metric", "fd", **options)], evaluation)["fd"]
+    return evaluate([wb.build("metric", "fd", **options)], evaluation).values["fd"]
 
 
 @pytest.fixture(scope="module")
@@ -122,11 +123,12 @@ def test_samples_drawn_by_a_sampler_from_an_exact_model():
     process = diffusion()
     results = {}
     for label, means in (("exact", train), ("noisy", noisy)):
+        model, sampler = GaussianMixtureDenoiser(process, means), wb.build("sampler", "ddim", steps=10)
         evaluation = Evaluation(
-            model=GaussianMixtureDenoiser(process, means), diffusion=process, data=held_out, levels=17,
-            sampler=wb.build("sampler", "ddim", steps=10), num_samples=K, seed=3, dataset=digits,
+            model=model, diffusion=process, data=held_out, levels=17, sampler=sampler, num_samples=K, seed=3,
+            dataset=digits, draw=lambda: wb.draw_samples(sampler, model, process, (K, 1, 8, 8), torch.Generator().manual_seed(3)),
         )
-        results[label] = evaluate([wb.build("metric", "fd")], evaluation)["fd"]
+        results[label] = evaluate([wb.build("metric", "fd")], evaluation).values["fd"]
         assert evaluation.samples.shape == (K, 1, 8, 8)
     assert results["noisy"] > 2 * results["exact"]
     # the exact model's samples are training digits, drawn with replacement (so some repeat):
@@ -150,10 +152,10 @@ def test_make_evaluation_hands_the_dataset_to_the_metric(tmp_path, monkeypatch):
     train, held_out = pipeline.load_data()
     evaluation = make_evaluation(pipeline, stand_in_model, held_out)
     assert evaluation.dataset == exp.dataset
-    evaluation._samples = train[:500]
-    real = evaluate([wb.build("metric", "fd")], evaluation)["fd"]
-    evaluation._samples = train[:500] + 0.3 * torch.randn(500, 2, generator=torch.Generator().manual_seed(0))
-    assert evaluate([wb.build("metric", "fd")], evaluation)["fd"] > 2 * real
+    evaluation.samples_given = train[:500]
+    real = evaluate([wb.build("metric", "fd")], evaluation).values["fd"]
+    evaluation.samples_given = train[:500] + 0.3 * torch.randn(500, 2, generator=torch.Generator().manual_seed(0))
+    assert evaluate([wb.build("metric", "fd")], evaluation).values["fd"] > 2 * real
 
 
 def test_bad_options_and_unusable_evaluations_are_config_errors(digits, real):
@@ -185,3 +187,30 @@ def test_features_on_the_gpu_agree_with_the_cpu(digits, real):
     cpu = fd_of(*real, digits)
     gpu = fd_of(real[0].cuda(), real[1].cuda(), digits)
     assert gpu == pytest.approx(cpu, rel=2e-2)
+
+
+def test_precision_and_recall_see_a_missing_mode_and_share_one_computation():
+    """Two separated modes of data: samples of both score high on both; samples of one keep their precision
+    and lose half the recall (k = 3 balls: a mode's points cover themselves, never the other mode)."""
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[-0.5, 0.0], [0.5, 0.0]])
+
+    def draw(n, modes):
+        return centres[torch.randint(0, modes, (n,), generator=g)] + 0.05 * torch.randn(n, 2, generator=g)
+
+    data = draw(2000, 2)
+
+    def scores(samples):
+        evaluation = Evaluation(
+            model=stand_in_model, diffusion=diffusion(), data=data, levels=None, sampler=wb.build("sampler", "ddpm"),
+            num_samples=len(samples), samples_given=samples,
+        )
+        values = evaluate([wb.build("metric", "precision"), wb.build("metric", "recall")], evaluation).values
+        assert len(evaluation.memo) == 1  # one neighbourhood computation served both
+        return values
+
+    both = scores(draw(2000, 2))
+    assert both["precision"] > 0.85 and both["recall"] > 0.85
+    one = scores(draw(2000, 1))
+    assert one["precision"] > 0.85 and one["recall"] < 0.55
+    assert wb.build("metric", "precision").higher_is_better and wb.build("metric", "recall").higher_is_better

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import os
 
 import numpy as np
 import pytest
@@ -60,17 +60,17 @@ def wb(workdir, monkeypatch):
 def test_find_run_by_directory_id_and_experiment(workdir):
     runs_dir = workdir / "runs"
     (latest,) = [d for d in runs.run_dirs(runs_dir, "tiny")]
-    assert runs.find_run(str(latest), runs_dir).dir == latest
-    assert runs.find_run(f"tiny/{latest.name}", runs_dir).dir == latest
+    assert runs.find_run_dir(str(latest), runs_dir) == latest
+    assert runs.find_run_dir(f"tiny/{latest.name}", runs_dir) == latest
     other = runs.run_dirs(runs_dir, "tiny_v")[0]
     if other.name == latest.name:  # both runs started within one second: a bare id is ambiguous
         with pytest.raises(WorkbenchError, match="is ambiguous"):
-            runs.find_run(latest.name, runs_dir)
+            runs.find_run_dir(latest.name, runs_dir)
     else:
-        assert runs.find_run(latest.name, runs_dir).dir == latest
-    assert runs.find_run("tiny", runs_dir).dir == latest
+        assert runs.find_run_dir(latest.name, runs_dir) == latest
+    assert runs.find_run_dir("tiny", runs_dir) == latest
     with pytest.raises(WorkbenchError, match=r"no run 'tinny' .*\(did you mean 'tiny'"):
-        runs.find_run("tinny", runs_dir)
+        runs.find_run_dir("tinny", runs_dir)
 
 
 def test_checkpoints_are_written_atomically_and_load_without_code(tmp_path):
@@ -90,7 +90,7 @@ def test_checkpoints_are_written_atomically_and_load_without_code(tmp_path):
 def test_wb_sample_writes_a_png_and_npz_and_never_overwrites(wb, workdir):
     result = wb("sample", "tiny", "-n", "50", "--sampler", "ddim", "--steps", "5", "--npz")
     assert result.exit_code == 0, result.output
-    run_dir = runs.find_run("tiny", workdir / "runs").dir
+    run_dir = runs.find_run_dir("tiny", workdir / "runs")
     png = run_dir / "samples-ddim-5-seed0.png"
     assert png.is_file() and png.with_suffix(".npz").is_file()
     raw = np.load(png.with_suffix(".npz"))["samples"]
@@ -113,7 +113,7 @@ def test_wb_sample_bad_input(wb):
 
 
 def test_wb_eval_appends_to_the_summary(wb, workdir):
-    run_dir = runs.find_run("tiny", workdir / "runs").dir
+    run_dir = runs.find_run_dir("tiny", workdir / "runs")
     before = json.loads((run_dir / "summary.json").read_text())["metrics"]
     result = wb("eval", "tiny", "--metric", "nll", "--samples", "50")
     assert result.exit_code == 0, result.output
@@ -140,3 +140,14 @@ def test_wb_runs_lists_and_compares(wb):
     assert diff["options"] == {"diffusion.prediction": ["eps", "v"], "train.lr": [0.001, 0.01]}
     assert set(diff["metrics"]) >= {"swd"}
     assert wb("runs", "--compare", "tiny").exit_code != 0
+
+
+def test_latest_means_the_newest_run_id_not_the_last_directory_touched(tmp_path):
+    runs_dir = tmp_path / "runs"
+    ids = ["20260101-120000", "20260101-120000-2", "20260101-120000-10", "20260102-080000"]
+    for run_id in reversed(ids):  # created newest first, so the oldest has the newest mtime
+        (runs_dir / "e" / run_id).mkdir(parents=True)
+        (runs_dir / "e" / run_id / runs.EXPERIMENT).write_text("[e]\n")
+    os.utime(runs_dir / "e" / ids[0], (4e9, 4e9))  # touched last (e.g. sampled from)
+    assert [d.name for d in runs.run_dirs(runs_dir, "e")] == ids
+    assert runs.latest_run_dir(runs_dir, "e").name == "20260102-080000"

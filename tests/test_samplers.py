@@ -88,9 +88,9 @@ def test_samplers_are_registered_with_their_defaults(registry):
     for bad in ({"eta": 1.5}, {"steps": 0}, {"spacing": "quadratic"}, {"stepz": 5}):
         with pytest.raises(ConfigError):
             registry.build("sampler", "ddim", **bad)
-    from workbench.plugins.samplers import SpacingOption
+    from workbench.components import Spacing
 
-    assert typing.get_args(SpacingOption) == SPACINGS
+    assert typing.get_args(Spacing) == SPACINGS == tuple(typing.get_args(type(dpm).model_fields["spacing"].annotation))
 
 
 # --- the samples are the data ---------------------------------------------------------------
@@ -448,3 +448,45 @@ def test_logsnr_grid_matches_diffusers_lu_lambdas():
     ours = timestep_grid(diffusion, 20, "logsnr")
     assert len(theirs) == len(ours) and ours[0] == theirs[0] and ours[-1] == theirs[-1]
     assert max(abs(a - b) for a, b in zip(ours, theirs)) <= 1
+
+
+# --- the public base, as a plugin author uses it ------------------------------------------------
+
+
+class ProbabilityFlowEuler(wb.ChainSampler):
+    """Euler steps of the probability-flow ODE in (x / alpha, sigma / alpha): a third party's sampler."""
+
+    name = "pf_euler"
+    steps: int = 12
+
+    def timesteps(self, diffusion):
+        return self.grid(diffusion, self.steps, "logsnr")
+
+    def walk(self, walk, grid):
+        abar = walk.diffusion.alphas_cumprod[grid].tolist() + [1.0]
+        x = walk.start()
+        for i, t in enumerate(grid):
+            _, eps = walk.denoise(x, t, self.clip_denoised)
+            # y = x / alpha moves along dy = eps d(sigma / alpha): exact for one step of DDIM (Song et al. 2021, eq. 14)
+            ratio_t, ratio_s = math.sqrt((1 - abar[i]) / abar[i]), math.sqrt((1 - abar[i + 1]) / abar[i + 1])
+            x = (x / math.sqrt(abar[i]) + (ratio_s - ratio_t) * eps) * math.sqrt(abar[i + 1])
+            walk.visit(x)
+        return x
+
+
+def test_a_plugin_sampler_on_the_public_base_walks_ddim_s_path():
+    """Euler on the probability-flow ODE in DDIM's coordinates is DDIM at eta = 0, step for step; the base
+    gives it x_T, the noise stream, the model's output as eps, progress and the trajectory."""
+    diffusion = linear_diffusion()
+    model = Float64(mixture(diffusion))
+    calls = []
+    mine = ProbabilityFlowEuler(clip_denoised=False)
+    x, path = mine.sample(model, diffusion, (256, 2), generator=seeded(4), return_trajectory=True,
+                          progress=lambda done, total: calls.append((done, total)))
+    ddim = wb.build("sampler", "ddim", steps=12, eta=0.0, clip_denoised=False)
+    x_ddim, path_ddim = ddim.sample(model, diffusion, (256, 2), generator=seeded(4), return_trajectory=True)
+    assert len(path) == len(path_ddim) == 13 and calls[-1] == (12, 12)
+    for a, b in zip(path, path_ddim):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+    with pytest.raises(ConfigError, match="more than the diffusion's"):
+        ProbabilityFlowEuler(steps=2000).sample(model, diffusion, (4, 2), generator=seeded(0))

@@ -53,7 +53,7 @@ def test_settings_file_from_wb_settings(monkeypatch, tmp_path):
 
 def test_bad_values_name_the_setting(monkeypatch, tmp_path):
     monkeypatch.setenv("WB_DEVICE", "tpu")
-    with pytest.raises(ConfigError, match="device: Value error, expected 'auto', 'cpu', 'cuda'"):
+    with pytest.raises(ConfigError, match="option 'device': expected 'auto', 'cpu', 'cuda'"):
         load_settings()
     monkeypatch.delenv("WB_DEVICE")
     (tmp_path / "workbench.toml").write_text("runs_dirr = 'x'\n")

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import torch
 from pydantic import PrivateAttr
-from rich.console import Console
 from typer.testing import CliRunner
 
 import workbench as wb
@@ -23,7 +22,8 @@ from workbench import runs
 from workbench.cli import make_app
 from workbench.experiment import load_experiment
 from workbench.registry import Registry
-from workbench.training import Interrupted, NonFiniteLoss, Trainer, adamw, fast_bf16, train
+from workbench.trainer import adamw, fast_bf16
+from workbench.training import Interrupted, NonFiniteLoss, prepare, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -127,9 +127,9 @@ def test_resume_after_ctrl_c_ends_bit_for_bit_where_an_uninterrupted_run_ends(wo
     exp = load_experiment(name)
     straight = final_state(train(exp, evaluate_at_end=False).dir)
 
-    with_plugin(monkeypatch, "interrupter", interrupt_at(10))
+    with_interrupter = load_experiment(name, registry=with_plugin(monkeypatch, "interrupter", interrupt_at(10)))
     with pytest.raises(Interrupted, match="interrupted at step 10.*") as excinfo:
-        train(exp, evaluate_at_end=False)
+        train(with_interrupter, evaluate_at_end=False)
     assert f"wb run {name} --resume" in excinfo.value.hint
     run_dir = runs.latest_run_dir(workdir / "runs", name)
     assert final_state(run_dir)["step"] == 10
@@ -170,10 +170,10 @@ DEVICES = ["cpu", pytest.param("cuda", marks=needs_cuda)]
 @pytest.mark.parametrize("device", DEVICES)
 def test_bf16_autocasts_the_network_where_the_device_has_fast_bf16(workdir, device):
     device = torch.device(device)
-    trainer = Trainer(load_experiment("tiny_unet_bf16"), device, Console(quiet=True))
+    trainer, train_data, _ = prepare(load_experiment("tiny_unet_bf16"), device)
     dtypes = []
     trainer.model.register_forward_hook(lambda module, args, output: dtypes.append(output.dtype))
-    loss, _ = trainer.train_step(trainer._batches(16))
+    loss, _ = trainer.step(trainer.batches(train_data))
     assert torch.isfinite(loss)
     assert dtypes == [torch.bfloat16 if fast_bf16(device) else torch.float32]
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # autocast keeps fp32 weights
@@ -195,8 +195,8 @@ def test_train_compile_trains_through_the_compiled_network(workdir, monkeypatch)
         return compiled
 
     monkeypatch.setattr(torch, "compile", fake_compile)
-    trainer = Trainer(load_experiment("tiny", overrides=["train.compile=true"]), torch.device("cpu"), Console(quiet=True))
-    trainer.train_step(trainer._batches(64))
+    trainer, train_data, _ = prepare(load_experiment("tiny", overrides=["train.compile=true"]), torch.device("cpu"))
+    trainer.step(trainer.batches(train_data))
     assert calls == [trainer.model]
 
 
@@ -204,10 +204,10 @@ def test_train_compile_trains_through_the_compiled_network(workdir, monkeypatch)
 def test_torch_compile_on_cuda_trains_as_eager_does(workdir):
     def weights_after_3_steps(compile: bool) -> dict[str, torch.Tensor]:
         exp = load_experiment("tiny_unet", overrides=[f"train.compile={str(compile).lower()}"])
-        trainer = Trainer(exp, torch.device("cuda"), Console(quiet=True))
-        source = trainer._batches(exp.train.batch_size)
+        trainer, train_data, _ = prepare(exp, torch.device("cuda"))
+        source = trainer.batches(train_data)
         for _ in range(3):
-            trainer.train_step(source)
+            trainer.step(source)
         return trainer.model.state_dict()
 
     compiled, eager = weights_after_3_steps(True), weights_after_3_steps(False)
@@ -227,9 +227,9 @@ def test_a_cuda_run_checkpoints_for_any_machine_and_resumes_where_it_stopped(wor
     assert json.loads((straight_run.dir / "summary.json").read_text())["device"].startswith("cuda")
     assert all(value.device.type == "cpu" for value in runs.load_checkpoint(straight_run.dir / runs.CHECKPOINT)["model"].values())
 
-    with_plugin(monkeypatch, "interrupter", interrupt_at(10))
+    with_interrupter = load_experiment(name, registry=with_plugin(monkeypatch, "interrupter", interrupt_at(10)))
     with pytest.raises(Interrupted):
-        train(exp, device="cuda", evaluate_at_end=False)
+        train(with_interrupter, device="cuda", evaluate_at_end=False)
     monkeypatch.setattr(registry_module, "_default", None)
     run_dir = runs.latest_run_dir(workdir / "runs", name)
     train(load_experiment(name, file=run_dir / runs.EXPERIMENT), device="cuda", resume_dir=run_dir, evaluate_at_end=False)
@@ -276,12 +276,12 @@ class ExplodingLoss(wb.Loss):
     after: int = 7
     _calls: int = PrivateAttr(0)
 
-    def __call__(self, model, diffusion, x0, generator=None, t=None, noise=None):
+    def terms(self, model, diffusion, x0, t, noise, weights=None):
         from workbench.plugins.losses import MSE
 
-        loss = MSE()(model, diffusion, x0, generator=generator, t=t, noise=noise)
+        loss = MSE().terms(model, diffusion, x0, t, noise, weights).loss
         self._calls += 1
-        return loss * float("nan") if self._calls > self.after else loss
+        return wb.LossTerms(loss * float("nan") if self._calls > self.after else loss)
 
 
 def test_a_nan_loss_stops_cleanly_keeping_the_last_good_checkpoint(workdir, monkeypatch):

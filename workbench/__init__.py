@@ -13,7 +13,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from workbench.components import Backbone, Component, Dataset, Loss, Metric, Sampler, Scheduler
+from workbench.chain import ChainSampler
+from workbench.components import (
+    Backbone, Component, Dataset, Evaluation, Loss, LossTerms, Metric, MetricResult, Sampler, Scheduler,
+)
 from workbench.errors import ConfigError, WorkbenchError
 from workbench.hookspecs import hookimpl
 
@@ -29,13 +32,16 @@ _LAZY = {
     "Diffusion": "workbench.diffusion",
     "nll": "workbench.likelihood",
     "train": "workbench.training",
-    "open_run": "workbench.runs",
-    "Run": "workbench.runs",
+    "open_run": "workbench.handle",
+    "Run": "workbench.handle",
+    "Walk": "workbench.sampling",
+    "draw_samples": "workbench.sampling",
+    "timestep_grid": "workbench.sampling",
 }
 
 __all__ = [
-    "Backbone", "Component", "ConfigError", "Dataset", "Loss", "Metric", "Sampler",
-    "Scheduler", "WorkbenchError", "hookimpl", *_LAZY,
+    "Backbone", "ChainSampler", "Component", "ConfigError", "Dataset", "Evaluation", "Loss", "LossTerms", "Metric",
+    "MetricResult", "Sampler", "Scheduler", "WorkbenchError", "hookimpl", *_LAZY,
 ]
 
 

@@ -17,13 +17,12 @@ trains on. There are two kinds of training set:
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 
 from workbench import distributed
 from workbench.errors import ConfigError
-from workbench.pipeline import example_tensor
 
 
 def in_memory(
@@ -87,3 +86,22 @@ def streamed(
     )
     for batch in loader:
         yield example_tensor(batch).to(device, non_blocking=True)
+
+
+def select(data: Any, index: torch.Tensor) -> Any:
+    """The examples at `index` of a tensor (a tensor), or of a torch Dataset (a Subset, read lazily)."""
+    if isinstance(data, torch.Tensor):
+        return data[index]
+    return torch.utils.data.Subset(data, index.tolist())
+
+
+def first_examples(data: Any, n: int) -> torch.Tensor:
+    """The first n examples of a tensor or a torch Dataset, as one tensor."""
+    if isinstance(data, torch.Tensor):
+        return data[:n]
+    return torch.stack([example_tensor(data[i]) for i in range(max(1, min(len(data), n)))])
+
+
+def example_tensor(item: Any) -> torch.Tensor:
+    """A dataset item's data tensor (datasets may return (data, label) pairs)."""
+    return item[0] if isinstance(item, (tuple, list)) else item

@@ -29,6 +29,8 @@ class WorkbenchGroup(TyperGroup):
     """Turns a WorkbenchError from any command (plugin commands too) into a message and an exit code."""
 
     def invoke(self, ctx: Any) -> Any:
+        global _settings
+        _settings = None  # read afresh for each command (tests run many in one process)
         try:
             return super().invoke(ctx)
         except WorkbenchError as exc:
@@ -50,6 +52,18 @@ def print_error(exc: WorkbenchError) -> None:
 def print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, default=str))
 
+
+def settings() -> Any:
+    """The workbench settings, read once per command (WB_* variables and the settings file)."""
+    global _settings
+    if _settings is None:
+        from workbench.settings import load_settings
+
+        _settings = load_settings()
+    return _settings
+
+
+_settings = None
 
 FileOption = typer.Option(None, "--file", "-f", help="experiments file (default: WB_EXPERIMENTS or ./experiments.toml)")
 SetOption = typer.Option(None, "--set", "-s", help="override a key: --set train.steps=200 (value is TOML)", metavar="KEY=VALUE")
@@ -100,11 +114,10 @@ def run(
     from workbench import distributed, runs, training
     from workbench.experiment import load_experiment
     from workbench.pipeline import resolve_device
-    from workbench.settings import load_settings
 
     if (nproc > 1 or nnodes > 1) and not distributed.launched():
         load_experiment(experiment, file=file, overrides=set_ or [])  # mistakes surface here, once, not in N workers
-        distributed.check_devices(resolve_device(device or load_settings().device), nproc)
+        distributed.check_devices(resolve_device(device or settings().device), nproc)
         argv = ["run", experiment, *(f"--set={s}" for s in set_ or [])]
         argv += [f"--file={file}"] * (file is not None) + [f"--device={device}"] * (device is not None) + ["--resume"] * resume
         code = distributed.launch(argv, nproc, nnodes, node_rank, rdzv_endpoint)
@@ -114,11 +127,11 @@ def run(
 
     resume_dir = None
     if resume:  # the run's own stored experiment, with any --set on top (e.g. more train.steps)
-        resume_dir = runs.latest_run_dir(load_settings().runs_dir, experiment)
+        resume_dir = runs.latest_run_dir(settings().runs_dir, experiment)
         exp = load_experiment(experiment, file=resume_dir / runs.EXPERIMENT, overrides=set_ or [])
     else:
         exp = load_experiment(experiment, file=file, overrides=set_ or [])
-    training.train(exp, device=device, resume_dir=resume_dir, console=console)
+    training.train(exp, device=device, resume_dir=resume_dir, console=console, settings=settings())
 
 
 def show(
@@ -131,20 +144,10 @@ def show(
 
     exp = load_experiment(experiment, file=file, overrides=set_ or [])
     typer.echo(f"# {exp.source}: experiment '{exp.name}', resolved")
-    count = backbone_parameters(exp)
-    if count is not None:
-        typer.echo(f"# backbone parameters: {count:,}")
-    typer.echo(exp.to_toml(), nl=False)
-
-
-def backbone_parameters(exp: Any) -> int | None:
-    """The backbone's parameter count for this dataset and loss (None if the backbone cannot tell)."""
-    counter = getattr(exp.backbone, "parameter_count", None)
-    if counter is None:
-        return None
     shape = exp.dataset.shape
-    out_channels = exp.loss.out_channels(shape[0], exp.diffusion.variance)
-    return counter(shape, out_channels)
+    count = exp.backbone.parameter_count(shape, exp.loss.out_channels(shape[0], exp.diffusion.variance))
+    typer.echo(f"# backbone parameters: {count:,}")
+    typer.echo(exp.to_toml(), nl=False)
 
 
 # --- wb list / wb plugins ------------------------------------------------------------------
@@ -260,18 +263,16 @@ RunArgument = typer.Argument(..., help="a run directory, a run id (or EXPERIMENT
 DeviceOption = typer.Option(None, help="auto, cpu, cuda or cuda:N (default: WB_DEVICE or auto)")
 
 
-def _find_run(ref: str):
-    from workbench import runs
-    from workbench.settings import load_settings
+def _find_run(ref: str) -> Any:
+    from workbench.handle import find_run
 
-    return runs.find_run(ref, load_settings().runs_dir)
+    return find_run(ref, settings().runs_dir)
 
 
-def _device(device: str | None):
+def _device(device: str | None) -> Any:
     from workbench.pipeline import resolve_device
-    from workbench.settings import load_settings
 
-    return resolve_device(device or load_settings().device)
+    return resolve_device(device or settings().device)
 
 
 def sample(
@@ -289,18 +290,16 @@ def sample(
     import time
 
     from workbench.display import save_samples, terminal_samples
-    from workbench.toml_io import parse_value
+    from workbench.toml_io import parse_assignment
 
     run = _find_run(run_ref)
     options: dict[str, Any] = {}
     for text in option or []:
-        key, sep, value = text.partition("=")
-        if not sep:
-            raise WorkbenchError(f"--option '{text}': expected KEY=VALUE, e.g. --option eta=1.0")
         try:
-            options[key.strip()] = parse_value(value.strip())
+            key, value = parse_assignment(text)
         except ValueError as exc:
-            raise WorkbenchError(f"--option '{text}': {exc}") from None
+            raise WorkbenchError(f"--option '{text}': {exc}", hint="e.g. --option eta=1.0") from None
+        options[key] = value
     if steps is not None:
         options["steps"] = steps
     start = time.perf_counter()
@@ -334,29 +333,19 @@ def evaluate_run(
     device: Optional[str] = DeviceOption,
 ) -> None:
     """Evaluate a run's EMA model and add the results to its summary."""
-    from workbench import runs
-    from workbench.evaluation import evaluate, make_evaluation, save_artifacts
-    from workbench.pipeline import build_sampler
-    from workbench.registry import default_registry
+    from workbench.console import ConsoleListener
+    from workbench.events import Events
+    from workbench.report import evaluate_run
 
     run = _find_run(run_ref)
-    pipeline = run.pipeline(_device(device))
-    metrics = [default_registry().build("metric", name) for name in metric] if metric else list(pipeline.exp.metrics)
-    if not metrics:
-        raise WorkbenchError("no metrics to compute: the experiment names none", hint="pass --metric NAME (`wb list metrics`)")
-    _, held_out = pipeline.load_data()
-    chosen = build_sampler(pipeline.exp, sampler)
-    evaluation = make_evaluation(pipeline, pipeline.model, held_out, progress=console, num_samples=samples, sampler=chosen)
-    results = evaluate(metrics, evaluation)
-    save_artifacts(evaluation, run.dir)
-    summary = run.summary
-    summary["metrics"] = {**summary.get("metrics", {}), **results}
-    runs.write_json(run.dir / runs.SUMMARY, summary)
-    runs.append_jsonl(run.dir / runs.EVALUATIONS, {"sampler": chosen.name, "samples": evaluation.num_samples, **results})
-    table = Table(title=f"{pipeline.exp.name} · {run.dir.name}", title_justify="left")
+    computed, results = evaluate_run(
+        run, metric or [], sampler=sampler, num_samples=samples, device=_device(device),
+        events=Events([ConsoleListener(console)]), cache_dir=settings().cache_dir,
+    )
+    table = Table(title=f"{run.dir.parent.name} · {run.dir.name}", title_justify="left")
     for column in ("metric", "value", "better"):
         table.add_column(column)
-    for m in metrics:
+    for m in computed:
         table.add_row(m.name, f"{results[m.name]:.4f}", "higher" if m.higher_is_better else "lower")
     console.print(table)
 
@@ -368,18 +357,17 @@ def list_runs(
 ) -> None:
     """List runs with their status, options and final metrics, or compare two."""
     from workbench import runs
-    from workbench.settings import load_settings
 
-    runs_dir = load_settings().runs_dir
+    runs_dir = settings().runs_dir
     if compare:
         if len(compare) != 2:
             raise WorkbenchError("--compare takes two runs: --compare RUN_A --compare RUN_B")
-        a, b = (_find_run(ref) for ref in compare)
+        a, b = (runs.find_run_dir(ref, runs_dir) for ref in compare)
         diff = runs.compare(a, b)
         if as_json:
             print_json(diff)
             return
-        table = Table(title=f"A: {a.dir}\nB: {b.dir}", title_justify="left")
+        table = Table(title=f"A: {a}\nB: {b}", title_justify="left")
         for column in ("", "A", "B"):
             table.add_column(column, overflow="fold")
         for key, (va, vb) in diff["options"].items():
@@ -423,29 +411,22 @@ def noise(
     out: Optional[Path] = typer.Option(None, "--out", help="PNG to write (default: noise-EXP[-EXP...].png here)"),
 ) -> None:
     """Show the forward process without training: data noised at several t, per experiment."""
-    import torch
     from rich.columns import Columns
 
     from workbench import plots
-    from workbench.diffusion import Diffusion
     from workbench.display import TerminalImage, TerminalScatter
     from workbench.experiment import load_experiment
-    from workbench.pipeline import first_examples
+    from workbench.pipeline import noised_examples
 
     rows = []
     for name in experiments:
         exp = load_experiment(name, file=file, overrides=set_ or [])
-        diffusion = Diffusion(exp.scheduler.betas())
-        images = len(exp.dataset.shape) == 3
-        x0 = first_examples(exp.dataset.load(), n if images else 2000)
-        shown = plots.evenly_spaced_steps(diffusion.num_timesteps, steps)
-        pictures = plots.forward_process(diffusion, x0, shown, torch.Generator().manual_seed(exp.seed))
-        label = f"{name}: {exp.scheduler.name} schedule, T = {diffusion.num_timesteps}"
+        shown, pictures = noised_examples(exp, steps, n)
+        label = f"{name}: {exp.scheduler.name} schedule, T = {exp.scheduler.timesteps}"
         rows.append((label, plots.panels(pictures)))
         console.print(f"[bold]{label}[/]  (columns: t = {', '.join(map(str, shown))})")
-        if images:
-            grid = torch.stack([x for _, x in pictures], dim=1).reshape(-1, *exp.dataset.shape)
-            console.print(TerminalImage(grid, nrow=len(shown)))
+        if len(exp.dataset.shape) == 3:
+            console.print(TerminalImage(plots.image_columns(pictures, exp.dataset.shape), nrow=len(shown)))
         else:
             console.print(Columns([TerminalScatter(x / 3, height=6) for _, x in pictures]))
     path = out or Path(f"noise-{'-'.join(experiments)}.png")

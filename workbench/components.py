@@ -15,8 +15,9 @@ from __future__ import annotations
 import enum
 import types
 import typing
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import PydanticUndefined
@@ -25,10 +26,13 @@ if TYPE_CHECKING:
     import torch
 
     from workbench.diffusion import Diffusion
-    from workbench.evaluation import Evaluation
 
 Progress = Callable[[int, int], None]
 """`progress(done, total)`: called by samplers after each model evaluation."""
+
+Spacing = Literal["linspace", "leading", "trailing", "logsnr"]
+"""The step grids a shortened chain can walk (workbench.sampling.timestep_grid describes them)."""
+SPACINGS: tuple[str, ...] = get_args(Spacing)
 
 
 class Component(BaseModel):
@@ -131,10 +135,46 @@ class Backbone(Component):
         return sum(p.numel() for p in module.parameters())
 
 
+@dataclass
+class LossTerms:
+    """What a loss returns to the trainer for one batch.
+
+    `loss` [B] is what training minimises. `bound` [B], where the loss has one,
+    is each example's term L_t of the variational bound at its step t, in
+    bits/dim: what importance sampling of t (workbench.timesteps) learns from.
+    """
+
+    loss: torch.Tensor
+    bound: torch.Tensor | None = None
+
+
 class Loss(Component):
-    """A training objective: per-example loss for a batch of clean data."""
+    """A training objective: per-example loss for a batch of clean data at given steps and noise."""
 
     kind: ClassVar[str] = "loss"
+
+    @property
+    def timestep_sampling(self) -> Literal["uniform", "importance"]:
+        """How the trainer draws t for this loss: uniformly, or by importance from the bound's history."""
+        return "uniform"
+
+    def terms(
+        self,
+        model: Callable,
+        diffusion: Diffusion,
+        x0: torch.Tensor,
+        t: torch.Tensor,
+        noise: torch.Tensor,
+        weights: torch.Tensor | None = None,
+    ) -> LossTerms:
+        """The loss of each example x0 noised to step t with `noise`.
+
+        `weights` [B] (in x0's dtype) are 1 / (T p(t)) when t was not drawn
+        uniformly: they multiply the part of the loss that depends on t, which
+        keeps its expectation that of uniform t (Nichol & Dhariwal 2021, sec. 3.3).
+        None means uniform t.
+        """
+        raise NotImplementedError
 
     def __call__(
         self,
@@ -145,37 +185,14 @@ class Loss(Component):
         t: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Per-example loss [B]; t and noise are drawn with `generator` unless given."""
-        raise NotImplementedError
-
-    def timestep_probabilities(self, num_timesteps: int, device: torch.device) -> torch.Tensor | None:
-        """p(t) over the T steps, or None for uniform (importance sampling overrides it)."""
-        return None
-
-    def sample_timesteps(
-        self, n: int, num_timesteps: int, device: torch.device, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """n steps t ~ p(t) and their weights 1 / (T p(t)) (float64), which keep the loss's expectation unchanged.
-
-        The trainer draws t here and passes it in, so that it can log the loss by timestep.
-        """
+        """Per-example loss [B]; t (uniform over the T steps) then noise are drawn with `generator` unless given."""
         import torch
 
-        p = self.timestep_probabilities(num_timesteps, device)
-        if p is None:
-            t = torch.randint(0, num_timesteps, (n,), generator=generator, device=device)
-        else:
-            t = torch.multinomial(p, n, replacement=True, generator=generator)
-        return t, self.timestep_weights(t, num_timesteps)
-
-    def timestep_weights(self, t: torch.Tensor, num_timesteps: int) -> torch.Tensor:
-        """1 / (T p(t)) for steps t (all ones when p is uniform), float64 [B]."""
-        import torch
-
-        p = self.timestep_probabilities(num_timesteps, t.device)
-        if p is None:
-            return torch.ones(len(t), dtype=torch.float64, device=t.device)
-        return 1.0 / (num_timesteps * p[t].to(torch.float64))
+        if t is None:
+            t = torch.randint(0, diffusion.num_timesteps, (len(x0),), generator=generator, device=x0.device)
+        if noise is None:
+            noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+        return self.terms(model, diffusion, x0, t, noise).loss
 
     def for_data(self, levels: int | None) -> Loss:
         """This loss for data with `levels` discrete values per dimension (losses without a decoder ignore it)."""
@@ -187,30 +204,6 @@ class Loss(Component):
 
     def check(self, prediction: str, variance: str) -> None:
         """Raise ConfigError when this loss cannot train that parameterization."""
-
-    def distribute(self, gather: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        """Train under DistributedDataParallel, where each call sees only this rank's shard of the batch.
-
-        A loss that learns from the batches it sees (VLB's importance-sampling
-        history) should then learn from `gather(x)`, the global batch's values
-        (each rank's `x` concatenated in rank order), so that every rank keeps
-        the state one process would. The trainer calls this once, before
-        training, when there are several processes; every rank calls the loss
-        equally often, so `gather` may be called inside `__call__`.
-        """
-
-    def state_dict(self) -> dict[str, Any]:
-        """What training has changed in this loss (e.g. an importance-sampling history), for checkpoints.
-
-        Tensors and plain values only, so a checkpoint loads with
-        `torch.load(weights_only=True)`. Most losses keep nothing: an empty dict.
-        """
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what `state_dict()` returned, so a resumed run continues bit for bit."""
-        if state:
-            raise ValueError(f"loss '{self.name}' keeps no state, but was given one with keys {sorted(state)}")
 
 
 class Sampler(Component):
@@ -235,14 +228,72 @@ class Sampler(Component):
         raise NotImplementedError
 
 
+@dataclass
+class MetricResult:
+    """A metric's value and what it leaves beside it in the run directory.
+
+    `artifacts` maps a file name to its content: a PIL image (or anything
+    with `.save(file, format=...)`) for a `.png`, JSON-able data for a `.json`.
+    The nll metric leaves its bound's breakdown by step this way.
+    """
+
+    value: float
+    artifacts: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Evaluation:
+    """What a metric is given: the trained model, the process, held-out data, and samples drawn once.
+
+    `samples` are drawn by `draw()` the first time a metric asks for them and
+    shared by every metric after it; pass `samples` to score a given set.
+    Each metric draws its own randomness from `generator(stream)`, a
+    generator seeded by the run's seed and the stream's name, so one metric's
+    draws do not depend on which metrics ran before it.
+    """
+
+    model: Callable
+    diffusion: Diffusion
+    data: torch.Tensor
+    levels: int | None
+    sampler: Sampler
+    num_samples: int
+    draw: Callable[[], torch.Tensor] | None = None
+    samples_given: torch.Tensor | None = None
+    seed: int = 0
+    dataset: Dataset | None = None
+    cache_dir: Path | None = None
+    announce: Callable[[str], None] | None = None
+    memo: dict[str, Any] = field(default_factory=dict)
+    """What metrics share, computed by the first that needs it (e.g. precision and recall's neighbourhoods)."""
+
+    @property
+    def device(self) -> torch.device:
+        return self.data.device
+
+    @property
+    def samples(self) -> torch.Tensor:
+        if self.samples_given is None:
+            if self.draw is None:
+                raise ValueError("this evaluation has neither samples nor a way to draw them")
+            self.samples_given = self.draw()
+        return self.samples_given
+
+    def generator(self, stream: str) -> torch.Generator:
+        """A fresh generator of the named random stream (workbench.streams) on the evaluation's device."""
+        from workbench.streams import generator
+
+        return generator(self.seed, stream, self.device)
+
+
 class Metric(Component):
     """An evaluation of a trained model."""
 
     kind: ClassVar[str] = "metric"
     higher_is_better: ClassVar[bool] = False
 
-    def compute(self, evaluation: Evaluation) -> float:
-        """The metric's value; `evaluation` gives the model, the process, held-out data and samples."""
+    def compute(self, evaluation: Evaluation) -> float | MetricResult:
+        """The metric's value, or a MetricResult with the value and its pictures and tables."""
         raise NotImplementedError
 
 

@@ -160,10 +160,6 @@ class Diffusion:
     def learns_variance(self) -> bool:
         return self.variance == "learned_range"
 
-    def model_channels(self, data_channels: int) -> int:
-        """Channels the network must output: doubled when it also predicts the variance."""
-        return 2 * data_channels if self.learns_variance else data_channels
-
     def split_output(self, output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(prediction, variance values in [-1, 1] or None): learned_range splits the channel axis in two."""
         if not self.learns_variance:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from typing import Any, Callable
 
 
 class WorkbenchError(Exception):
@@ -47,3 +48,33 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     if not matches:
         return ""
     return " (did you mean " + " or ".join(f"'{m}'" for m in matches) + "?)"
+
+
+def describe_validation_error(
+    exc: Any, fields: Iterable[str], prefix: Callable[[str], str], qualify: str = ""
+) -> str:
+    """A pydantic ValidationError as one line per problem, naming the option, what was expected, and close names.
+
+    `prefix(option)` says where the problem is (file:line, experiment,
+    component); `qualify` goes before the option's name ('train.' for a
+    section). The same words for components, experiment sections and settings:
+
+        <prefix>: unknown option 'widht' (did you mean 'width'?); its options are: width, depth
+        <prefix>: option 'timesteps': Input should be greater than or equal to 1 (got -3)
+    """
+    fields = list(fields)
+    lines = []
+    for err in exc.errors():
+        option = ".".join(str(p) for p in err["loc"])
+        message = err["msg"].removeprefix("Value error, ")
+        if not option:  # a check across options (a model validator)
+            lines.append(f"{prefix(option)}: {message}")
+        elif err["type"] == "extra_forbidden":
+            known = ", ".join(fields) or "(none)"
+            lines.append(
+                f"{prefix(option)}: unknown option '{qualify}{option}'{did_you_mean(option, fields)}; "
+                f"its options are: {known}"
+            )
+        else:
+            lines.append(f"{prefix(option)}: option '{qualify}{option}': {message} (got {err.get('input')!r})")
+    return "\n".join(lines)

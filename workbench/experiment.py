@@ -10,16 +10,16 @@ prints and what a run directory stores.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from workbench.components import Backbone, Component, Dataset, Loss, Metric, Sampler, Scheduler
-from workbench.errors import ConfigError, did_you_mean
+from workbench.errors import ConfigError, describe_validation_error, did_you_mean
 from workbench.experiment_file import ExperimentFile, deep_merge, find_experiments_file, parse_override, resolve_extends
-from workbench.registry import Entry, Provider, Registry, default_registry, describe_validation_error
+from workbench.registry import Entry, Provider, Registry, default_registry, validate_component
 
 # slot -> component kind; the default component where an experiment names none.
 SLOTS = {"dataset": "dataset", "scheduler": "scheduler", "backbone": "backbone", "loss": "loss", "sampler": "sampler"}
@@ -89,6 +89,8 @@ class Experiment:
     metrics: tuple[Metric, ...]
     providers: dict[str, Provider]
     source: Path | None = None
+    registry: Registry = field(default_factory=default_registry, repr=False, compare=False)
+    """The registry it was resolved with: the pipeline builds samplers and the trainer calls run hooks from it."""
 
     def component(self, slot: str) -> Component:
         return getattr(self, slot)
@@ -129,7 +131,8 @@ def load_experiment(
 ) -> Experiment:
     """Read, merge, override and validate experiment `name` (see the module docstring).
 
-    `file` defaults to the settings' experiments file (WB_EXPERIMENTS, else ./experiments.toml).
+    `file` defaults to the settings' experiments file (WB_EXPERIMENTS, else
+    ./experiments.toml); `registry` to the installed plugins'.
     """
     registry = registry or default_registry()
     if file is None:
@@ -198,6 +201,7 @@ def resolve(name: str, raw: dict[str, Any], registry: Registry, where: _Locator 
         metrics=tuple(metrics),
         providers=providers,
         source=source,
+        registry=registry,
         **components,
     )
 
@@ -214,10 +218,7 @@ def _build(registry: Registry, kind: str, table: Any, prefix: str) -> tuple[Entr
         entry = registry.get(kind, f"{provider}:{name}" if provider and ":" not in name else name)
     except ConfigError as exc:
         raise ConfigError(prefix + exc.message, exc.hint) from None
-    try:
-        return entry, entry.cls(**options)
-    except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, entry, prefix)) from None
+    return entry, validate_component(entry, options, prefix)
 
 
 def _validate_section(model: type[_Section], table: Any, name: str, key: str, where: _Locator) -> _Section:
@@ -226,19 +227,10 @@ def _validate_section(model: type[_Section], table: Any, name: str, key: str, wh
     try:
         return model(**table)
     except ValidationError as exc:
-        fields = list(model.model_fields)
-        lines = []
-        for err in exc.errors():
-            option = ".".join(str(p) for p in err["loc"])
-            at = where(name, [key, *[str(p) for p in err["loc"]][:1]])
-            if err["type"] == "extra_forbidden":
-                lines.append(
-                    f"{at}: experiment '{name}': unknown option '{key}.{option}'{did_you_mean(option, fields)}; "
-                    f"`{key}` has: {', '.join(fields)}"
-                )
-            else:
-                lines.append(f"{at}: experiment '{name}': {key}.{option}: {err['msg']} (got {err.get('input')!r})")
-        raise ConfigError("\n".join(lines)) from None
+        def located(option: str) -> str:
+            return f"{where(name, [key, option.split('.')[0]] if option else [key])}: experiment '{name}'"
+
+        raise ConfigError(describe_validation_error(exc, model.model_fields, located, qualify=f"{key}.")) from None
 
 
 class _Locator:
@@ -266,11 +258,3 @@ def _fields_of(registry: Registry):
             return set()  # an unknown name: resolve() reports it with the close matches
 
     return fields_of
-
-
-def experiment_names(file: str | Path | None = None) -> list[str]:
-    """The experiments in a file (for completion and listings)."""
-    from workbench.settings import load_settings
-
-    path = find_experiments_file(Path(file) if file else None, load_settings().experiments)
-    return ExperimentFile.read(path).names

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from workbench.errors import ConfigError, did_you_mean
-from workbench.toml_io import TomlFileError, parse_value, read_toml_text, tomllib
+from workbench.toml_io import TomlFileError, parse_assignment, read_toml_text, tomllib
 
 STARTER_HINT = "run `wb init` to write a starter experiments.toml here, or pass --file PATH"
 
@@ -325,10 +325,13 @@ def _parent(
 
 def parse_override(text: str, known: list[str]) -> dict[str, Any]:
     """'train.steps=200' -> {'train': {'steps': 200}}; the value is TOML (a bare word is a string)."""
-    key, sep, raw = text.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise ConfigError(f"--set '{text}': expected KEY=VALUE, e.g. --set train.steps=200")
+    try:
+        key, value = parse_assignment(text)
+    except ValueError as exc:
+        raise ConfigError(
+            f"--set '{text}': {exc}",
+            hint='e.g. --set train.steps=200; write strings in quotes (--set \'dataset.path="my dir"\'), numbers and [lists] as in TOML',
+        ) from None
     path = key.split(".")
     if any(not part for part in path):
         raise ConfigError(f"--set '{text}': '{key}' is not a dotted key like train.steps")
@@ -337,13 +340,6 @@ def parse_override(text: str, known: list[str]) -> dict[str, Any]:
             f"--set '{text}': unknown key '{path[0]}'{did_you_mean(path[0], known)}",
             hint=f"top-level keys: {', '.join(known)}",
         )
-    try:
-        value = parse_value(raw.strip())
-    except ValueError as exc:
-        raise ConfigError(
-            f"--set '{text}': {exc}",
-            hint='write strings in quotes (--set \'dataset.path="my dir"\'), numbers and [lists] as in TOML',
-        ) from None
     override: Any = value
     for part in reversed(path):
         override = {part: override}

@@ -74,7 +74,7 @@ def register_commands(app: typer.Typer) -> None:
 
 @hookspec
 def on_run_start(run: Any) -> None:
-    """A run is about to train; `run.dir` and `run.experiment` are set."""
+    """A run is about to train; `run` is a workbench.handle.Run (`run.dir`, `run.experiment`)."""
 
 
 @hookspec

@@ -1,19 +1,22 @@
 """An experiment's components assembled into things that run: data, diffusion, model, sampler.
 
-Training, evaluation and `Run.sample` all build from here, so a checkpoint
-always meets the same network it was trained with.
+Training, evaluation and a finished run's handle all build from here, so a
+checkpoint always meets the same network it was trained with.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
+from workbench import plots, streams
+from workbench.batches import first_examples, select
 from workbench.components import Sampler
 from workbench.diffusion import Diffusion
 from workbench.errors import WorkbenchError
 from workbench.experiment import Experiment
+from workbench.registry import validate_component
 
 
 def resolve_device(requested: str | None) -> torch.device:
@@ -31,11 +34,10 @@ def memory_format(shape: tuple[int, ...], device: torch.device, precision: str =
 
     Images get channels_last (NHWC): oneDNN on the CPU and cuDNN on GPUs run
     fp32 convolutions in that layout natively, so each convolution skips two
-    layout conversions (on the CPU a training step of the built-in U-Net runs
-    about 1.1-1.2x faster; benchmarks/training.py measures it). The exception is
-    bf16 autocast on the CPU, where oneDNN's bf16 kernels run faster from NCHW
-    (channels_last measured 15-20% slower there). Only 4-D parameters change;
-    a network without convolutions is left as it is, and so is the math.
+    layout conversions (benchmarks/training.py measures what it gains). The
+    exception is bf16 autocast on the CPU, where oneDNN's bf16 kernels ran
+    slower in channels_last when measured. Only 4-D parameters change; a
+    network without convolutions is left as it is, and so is the math.
     """
     if len(shape) != 3 or (device.type == "cpu" and precision == "bf16"):
         return torch.preserve_format
@@ -75,65 +77,30 @@ class Pipeline:
         if n_holdout == 0:
             train, held_out = data, data
         else:
-            order = torch.randperm(len(data), generator=torch.Generator().manual_seed(self.exp.seed))
+            order = torch.randperm(len(data), generator=streams.generator(self.exp.seed, "holdout"))
             train, held_out = select(data, order[n_holdout:]), select(data, order[:n_holdout])
         if isinstance(data, torch.Tensor):
             return train.to(self.device), held_out.to(self.device)
         return train, first_examples(held_out, self.exp.eval.samples).to(self.device)
 
-    @staticmethod
-    def draw(
-        sampler: Sampler,
-        model: Callable,
-        diffusion: Diffusion,
-        shape: tuple[int, ...],
-        generator: torch.Generator,
-        batch_size: int | None = None,
-        progress: Callable[[int, int], None] | None = None,
-        return_trajectory: bool = False,
-    ) -> Any:
-        """Samples of `shape` in batches of at most `batch_size` (the trajectory of the first batch only)."""
-        n = shape[0]
-        batch_size = batch_size or n
-        outputs, trajectory = [], None
-        for start in range(0, n, batch_size):
-            size = min(batch_size, n - start)
-            result = sampler.sample(
-                model, diffusion, (size, *shape[1:]), generator=generator, progress=progress,
-                return_trajectory=return_trajectory and start == 0,
-            )
-            if isinstance(result, tuple):
-                result, trajectory = result
-            outputs.append(result)
-        samples = torch.cat(outputs)
-        return (samples, trajectory) if return_trajectory else samples
+    def sampler(self, name: str | None = None, options: dict[str, Any] | None = None) -> Sampler:
+        """The experiment's sampler with `options` changed, or another registered sampler with its options."""
+        exp = self.exp
+        options = options or {}
+        if name is None or name == exp.sampler.name:
+            entry = exp.registry.get("sampler", f"{exp.providers['sampler'].plugin}:{exp.sampler.name}")
+            return validate_component(entry, {**exp.sampler.model_dump(), **options})
+        return exp.registry.build("sampler", name, **options)
 
 
-def build_sampler(exp: Experiment, name: str | None = None, options: dict[str, Any] | None = None) -> Sampler:
-    """The experiment's sampler with `options` changed, or another registered sampler."""
-    from workbench.registry import default_registry, validate_component
-
-    options = options or {}
-    if name is None or name == exp.sampler.name:
-        entry = default_registry().get("sampler", f"{exp.providers['sampler'].plugin}:{exp.sampler.name}")
-        return validate_component(entry, {**exp.sampler.model_dump(), **options})
-    return default_registry().build("sampler", name, **options)
 
 
-def select(data: Any, index: torch.Tensor) -> Any:
-    """The examples at `index` of a tensor (a tensor), or of a torch Dataset (a Subset, read lazily)."""
-    if isinstance(data, torch.Tensor):
-        return data[index]
-    return torch.utils.data.Subset(data, index.tolist())
+def noised_examples(exp: Experiment, steps: int, n: int) -> tuple[list[int], list[tuple[str, torch.Tensor]]]:
+    """What `wb noise` shows, without training: `n` examples (2000 points of a 2-D set) at `steps` evenly spaced t.
 
-
-def first_examples(data: Any, n: int) -> torch.Tensor:
-    """The first n examples of a tensor or a torch Dataset, as one tensor."""
-    if isinstance(data, torch.Tensor):
-        return data[:n]
-    return torch.stack([example_tensor(data[i]) for i in range(max(1, min(len(data), n)))])
-
-
-def example_tensor(item: Any) -> torch.Tensor:
-    """A dataset item's data tensor (datasets may return (data, label) pairs)."""
-    return item[0] if isinstance(item, (tuple, list)) else item
+    Returns the steps and a (title, x_t) picture per step.
+    """
+    diffusion = Diffusion(exp.scheduler.betas())
+    x0 = first_examples(exp.dataset.load(), n if len(exp.dataset.shape) == 3 else 2000)
+    shown = plots.evenly_spaced_steps(diffusion.num_timesteps, steps)
+    return shown, plots.forward_process(diffusion, x0, shown, streams.generator(exp.seed, "forward"))

@@ -36,9 +36,21 @@ def line_chart(
     xlabel: str = "step",
     ylabel: str = "",
     log_y: bool = False,
-    size: tuple[int, int] = (720, 420),
 ) -> Path:
-    """A PNG line chart of (label, xs, ys) series with axes, ticks and a legend."""
+    """A PNG line chart of (label, xs, ys) series with axes, ticks and a legend, written to `path`."""
+    draw_line_chart(series, title, xlabel, ylabel, log_y).save(path)
+    return path
+
+
+def draw_line_chart(
+    series: list[tuple[str, Sequence[float], Sequence[float]]],
+    title: str,
+    xlabel: str = "step",
+    ylabel: str = "",
+    log_y: bool = False,
+    size: tuple[int, int] = (720, 420),
+) -> Image.Image:
+    """A line chart of (label, xs, ys) series with axes, ticks and a legend."""
     width, height = size
     left, right, top, bottom = 70, 20, 40, 50
     image = Image.new("RGB", size, "white")
@@ -46,8 +58,7 @@ def line_chart(
     points = [(x, y) for _, xs, ys in series for x, y in zip(xs, ys) if y is not None and math.isfinite(y) and (y > 0 or not log_y)]
     if not points:
         draw.text((left, height // 2), "no data", fill="black", font=FONT)
-        image.save(path)
-        return path
+        return image
     fy = (lambda y: math.log10(y)) if log_y else (lambda y: y)
     x_lo, x_hi = min(p[0] for p in points), max(p[0] for p in points)
     y_lo, y_hi = min(fy(p[1]) for p in points), max(fy(p[1]) for p in points)
@@ -80,8 +91,7 @@ def line_chart(
         lx, ly = width - right - 170, top + 8 + 14 * i
         draw.line((lx, ly + 6, lx + 20, ly + 6), fill=colour, width=2)
         draw.text((lx + 26, ly), label, fill="black", font=FONT)
-    image.save(path)
-    return path
+    return image
 
 
 def training_curves(metrics: list[dict], path: Path) -> Path:
@@ -148,6 +158,11 @@ def forward_process(diffusion, x0: torch.Tensor, steps: Sequence[int], generator
         t_batch = torch.full((len(x0),), t, dtype=torch.long, device=x0.device)
         out.append((f"t={t}", diffusion.q_sample(x0, t_batch, noise)))
     return out
+
+
+def image_columns(pictures: list[tuple[str, torch.Tensor]], shape: tuple[int, ...]) -> torch.Tensor:
+    """Images of several pictures interleaved so that a grid with one column per picture shows them side by side."""
+    return torch.stack([x for _, x in pictures], dim=1).reshape(-1, *shape)
 
 
 def evenly_spaced_steps(num_timesteps: int, count: int = 8) -> list[int]:

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from workbench import hookspecs
 from workbench.components import KINDS, Component, normalize_kind
-from workbench.errors import ConfigError, WorkbenchError, did_you_mean
+from workbench.errors import ConfigError, WorkbenchError, describe_validation_error, did_you_mean
 
 ENTRY_POINT_GROUP = "workbench"
 
@@ -230,29 +230,8 @@ def validate_component(entry: Entry, options: dict[str, Any], where: str = "") -
     try:
         return entry.cls(**options)
     except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, entry, where)) from None
-
-
-def describe_validation_error(exc: ValidationError, entry: Entry, where: str = "") -> str:
-    """One line per problem: the component, the option, what was expected."""
-    fields = list(entry.cls.model_fields)
-    prefix = f"{where}{entry.kind} '{entry.name}'"
-    lines = []
-    for err in exc.errors():
-        option = ".".join(str(p) for p in err["loc"])
-        message = err["msg"].removeprefix("Value error, ")
-        if not option:  # a check across options (a model validator)
-            lines.append(f"{prefix}: {message}")
-        elif err["type"] == "extra_forbidden":
-            known = ", ".join(fields) or "(none)"
-            lines.append(
-                f"{prefix}: unknown option '{option}'{did_you_mean(option, fields)}; "
-                f"its options are: {known}"
-            )
-        else:
-            got = err.get("input")
-            lines.append(f"{prefix}: option '{option}': {message} (got {got!r})")
-    return "\n".join(lines)
+        message = describe_validation_error(exc, entry.cls.model_fields, lambda option: f"{where}{entry.kind} '{entry.name}'")
+        raise ConfigError(message) from None
 
 
 _default: Registry | None = None

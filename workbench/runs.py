@@ -10,20 +10,26 @@
 A run directory is never overwritten: a new run gets a new id. Checkpoints
 load with `torch.load(weights_only=True)`, so a run directory from elsewhere
 cannot execute code.
+
+This module is the end of the data flow and a leaf: paths, atomic writes,
+checkpoints, the metrics log and the summary, read and written as plain
+data. It imports nothing of the engine above it; the handle that opens a
+run's model and samples from it is workbench.handle.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, did_you_mean
+from workbench.toml_io import read_toml
 
 CHECKPOINT = "checkpoint.pt"
 EXPERIMENT = "experiment.toml"
@@ -51,9 +57,18 @@ def new_run_dir(runs_dir: Path, experiment: str) -> Path:
 
 
 def run_dirs(runs_dir: Path, experiment: str | None = None) -> list[Path]:
-    """Run directories (holding an experiment.toml), oldest first."""
+    """Run directories (holding an experiment.toml), oldest first by run id: the order they were created in."""
     pattern = f"{experiment}/*/{EXPERIMENT}" if experiment else f"*/*/{EXPERIMENT}"
-    return sorted((p.parent for p in runs_dir.glob(pattern)), key=lambda p: (p.stat().st_mtime, p.name))
+    return sorted((p.parent for p in runs_dir.glob(pattern)), key=lambda p: (p.parent.name, run_id_order(p.name)))
+
+
+def run_id_order(run_id: str) -> tuple[str, int]:
+    """Sort key of a run id: its timestamp, then the number that tells apart runs started in the same second."""
+    match = re.fullmatch(r"(.*?)(?:-(\d{1,3}))?", run_id)
+    stamp, n = match.group(1), match.group(2)
+    if n is not None and re.fullmatch(r"\d{8}-\d{6}", stamp):
+        return stamp, int(n)
+    return run_id, 0
 
 
 def latest_run_dir(runs_dir: Path, experiment: str) -> Path:
@@ -69,7 +84,7 @@ def latest_run_dir(runs_dir: Path, experiment: str) -> Path:
 # --- atomic files -------------------------------------------------------------------
 
 
-def atomic_write_bytes(path: Path, write) -> None:
+def atomic_write_bytes(path: Path, write: Callable[[Any], Any]) -> None:
     """Write via a temporary file in the same directory, fsync, then rename over `path`."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
@@ -79,12 +94,20 @@ def atomic_write_bytes(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
+def write_json(path: Path, data: Any) -> None:
     atomic_write_bytes(path, lambda f: f.write(json.dumps(data, indent=2, default=str).encode()))
 
 
 def read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
+
+
+def write_artifact(path: Path, content: Any) -> None:
+    """A metric's artifact: JSON data for a .json file, else anything with `.save(file, format=...)` (a PIL image)."""
+    if path.suffix == ".json":
+        write_json(path, content)
+    else:
+        atomic_write_bytes(path, lambda f: content.save(f, format=path.suffix.lstrip(".").upper() or "PNG"))
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -127,65 +150,21 @@ def truncate_metrics(run_dir: Path, step: int) -> None:
     atomic_write_bytes(run_dir / METRICS, lambda f: f.write("".join(json.dumps(r) + "\n" for r in kept).encode()))
 
 
-# --- opening a finished (or interrupted) run ---------------------------------------------
+# --- the summary ---------------------------------------------------------------------------------
 
 
-@dataclass
-class Run:
-    """A run directory: its experiment, its EMA model, its metrics; `run.sample(...)` draws samples."""
+def write_summary(run_dir: Path, summary: dict[str, Any], metrics: dict[str, float] | None = None) -> dict[str, Any]:
+    """Write summary.json: `summary`, its metrics merged over those already there (an eval adds, never drops)."""
+    previous = read_json(run_dir / SUMMARY).get("metrics", {})
+    summary = {**summary, "metrics": {**previous, **summary.get("metrics", {}), **(metrics or {})}}
+    write_json(run_dir / SUMMARY, summary)
+    return summary
 
-    dir: Path
 
-    @property
-    def experiment(self):
-        from workbench.experiment import load_experiment
-
-        name = self.summary.get("experiment") or self.dir.parent.name
-        return load_experiment(name, file=self.dir / EXPERIMENT)
-
-    @property
-    def summary(self) -> dict[str, Any]:
-        return read_json(self.dir / SUMMARY)
-
-    @property
-    def status(self) -> str:
-        return self.summary.get("status", "unknown")
-
-    @property
-    def metrics(self) -> list[dict[str, Any]]:
-        return read_metrics(self.dir)
-
-    def checkpoint(self) -> dict[str, Any]:
-        return load_checkpoint(self.dir / CHECKPOINT)
-
-    def pipeline(self, device: str | torch.device = "cpu", ema: bool = True):
-        """The experiment's Pipeline with the checkpoint's EMA (or raw) weights loaded, model in eval mode."""
-        from workbench.pipeline import Pipeline
-
-        pipeline = Pipeline(self.experiment, device=torch.device(device))
-        pipeline.model.load_state_dict(self.checkpoint()["ema" if ema else "model"])
-        pipeline.model.eval()
-        return pipeline
-
-    def sample(
-        self,
-        n: int,
-        sampler: str | None = None,
-        seed: int = 0,
-        device: str | torch.device = "cpu",
-        return_trajectory: bool = False,
-        **options: Any,
-    ):
-        """n samples from the EMA model with the experiment's sampler, or another with its options."""
-        from workbench.pipeline import Pipeline, build_sampler
-
-        pipeline = self.pipeline(device)
-        chosen = build_sampler(pipeline.exp, sampler, options)
-        generator = torch.Generator(device=device).manual_seed(seed)
-        return Pipeline.draw(
-            chosen, pipeline.model, pipeline.diffusion, (n, *pipeline.shape), generator,
-            batch_size=pipeline.exp.eval.batch_size, return_trajectory=return_trajectory,
-        )
+def add_evaluation(run_dir: Path, record: dict[str, Any], metrics: dict[str, float]) -> dict[str, Any]:
+    """An evaluation of a finished run: one line of evaluations.jsonl, and its values merged into the summary."""
+    append_jsonl(run_dir / EVALUATIONS, {**record, **metrics})
+    return write_summary(run_dir, read_json(run_dir / SUMMARY), metrics)
 
 
 # --- listing and comparing runs ---------------------------------------------------------------
@@ -193,10 +172,8 @@ class Run:
 KEY_OPTIONS = ("dataset.name", "scheduler.name", "backbone.name", "diffusion.prediction", "loss.name", "sampler.name")
 
 
-def _stored_experiment(run_dir: Path) -> dict[str, Any]:
+def stored_experiment(run_dir: Path) -> dict[str, Any]:
     """The run's resolved experiment as plain data (read as TOML: no plugins needed)."""
-    from workbench.toml_io import read_toml
-
     data = read_toml(run_dir / EXPERIMENT)
     return next(iter(data.values())) if data else {}
 
@@ -215,7 +192,7 @@ def flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def describe(run_dir: Path) -> dict[str, Any]:
     """One row of `wb runs`: status, progress, key options and final metrics."""
     summary = read_json(run_dir / SUMMARY)
-    options = flatten(_stored_experiment(run_dir))
+    options = flatten(stored_experiment(run_dir))
     return {
         "experiment": run_dir.parent.name,
         "id": run_dir.name,
@@ -229,39 +206,36 @@ def describe(run_dir: Path) -> dict[str, Any]:
     }
 
 
-def compare(a: Run, b: Run) -> dict[str, dict[str, tuple[Any, Any]]]:
-    """The options that differ between two runs, and both runs' metrics."""
-    oa, ob = flatten(_stored_experiment(a.dir)), flatten(_stored_experiment(b.dir))
+def compare(a: Path, b: Path) -> dict[str, dict[str, tuple[Any, Any]]]:
+    """The options that differ between two run directories, and both runs' metrics."""
+    oa, ob = flatten(stored_experiment(a)), flatten(stored_experiment(b))
     options = {k: (oa.get(k), ob.get(k)) for k in sorted(oa.keys() | ob.keys()) if oa.get(k) != ob.get(k)}
-    ma, mb = a.summary.get("metrics", {}), b.summary.get("metrics", {})
+    ma, mb = read_json(a / SUMMARY).get("metrics", {}), read_json(b / SUMMARY).get("metrics", {})
     metrics = {k: (ma.get(k), mb.get(k)) for k in sorted(ma.keys() | mb.keys())}
     return {"options": options, "metrics": metrics}
 
 
-def find_run(ref: str, runs_dir: Path) -> Run:
-    """RUN as the CLI takes it: a run directory, a run id, or an experiment name (its latest run)."""
+def find_run_dir(ref: str, runs_dir: Path) -> Path:
+    """RUN as the CLI takes it: a run directory, a run id (or EXPERIMENT/ID), or an experiment name (its latest run)."""
     for path in (Path(ref), runs_dir / ref):  # a directory, or EXPERIMENT/ID under the runs directory
         if (path / EXPERIMENT).exists():
-            return Run(path)
+            return path
     by_id = [d for d in run_dirs(runs_dir) if d.name == ref]
     if len(by_id) == 1:
-        return Run(by_id[0])
+        return by_id[0]
     if len(by_id) > 1:
         raise WorkbenchError(f"run id '{ref}' is ambiguous: {', '.join(str(d) for d in by_id)}", hint="write it as EXPERIMENT/ID")
     if run_dirs(runs_dir, ref):
-        return Run(latest_run_dir(runs_dir, ref))
+        return latest_run_dir(runs_dir, ref)
     experiments = sorted({d.parent.name for d in run_dirs(runs_dir)})
-    from workbench.errors import did_you_mean
-
     raise WorkbenchError(
         f"no run '{ref}' under {runs_dir}{did_you_mean(ref, experiments)}",
         hint="RUN is a run directory, a run id (or EXPERIMENT/ID), or an experiment name (its latest run); `wb runs` lists them",
     )
 
 
-def open_run(path: str | Path) -> Run:
-    """A Run for a run directory (e.g. runs/exp1/20260101-120000)."""
-    path = Path(path)
+def check_run_dir(path: Path) -> Path:
+    """`path` if it is a run directory, else a WorkbenchError."""
     if not (path / EXPERIMENT).exists():
         raise WorkbenchError(f"{path} is not a run directory (no {EXPERIMENT})")
-    return Run(path)
+    return path

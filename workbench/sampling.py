@@ -1,14 +1,16 @@
-"""What every sampler shares: where it runs, which steps it visits, and one `Walk` per run.
+"""What every sampler shares: where it runs, which steps it visits, one `Walk` per run, and batches.
 
-The samplers themselves (plugins/samplers.py) only hold the update rules;
-this module holds the plumbing around them, written once:
+The samplers themselves (plugins/samplers.py, on the public base
+workbench.chain.ChainSampler) only hold the update rules; this module holds
+the plumbing around them, written once:
 
 - `sampling_device` / `sampling_dtype`: where x_T is drawn and the chain runs;
 - `timestep_grid`: which of the T steps a shortened chain visits;
 - `Walk`: draws x_T ~ N(0, I) and the noise with the caller's generator, calls
   the model with the ORIGINAL step indices, reads its output through the
   `Diffusion` (eps, x0 or v; learned variance channels), counts model
-  evaluations for `progress(done, total)` and keeps the trajectory.
+  evaluations for `progress(done, total)` and keeps the trajectory;
+- `draw_samples`: any sampler, in batches of a bounded size.
 
 The samplers' own coefficients are computed once, before the loop, from the
 float64 tables on the host, and enter the loop as Python floats; the
@@ -22,12 +24,9 @@ from typing import Callable
 
 import torch
 
-from workbench.components import Progress
+from workbench.components import SPACINGS, Progress, Sampler
 from workbench.diffusion import Diffusion
 from workbench.errors import ConfigError
-
-SPACINGS: tuple[str, ...] = ("linspace", "leading", "trailing", "logsnr")
-"""The step grids `timestep_grid` knows (the samplers' `spacing` option lists the same)."""
 
 LAMBDA_MIN = -5.1
 """Where a logSNR grid starts: lambda = -5.1 is abar = 3.7e-5, where x_t is N(0, I) to within 0.6%
@@ -203,3 +202,34 @@ class Walk:
         if self.trajectory is None:
             return x
         return x, self.trajectory
+
+
+def draw_samples(
+    sampler: Sampler,
+    model: Callable,
+    diffusion: Diffusion,
+    shape: tuple[int, ...],
+    generator: torch.Generator,
+    batch_size: int | None = None,
+    progress: Progress | None = None,
+    return_trajectory: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+    """Samples of `shape` in batches of at most `batch_size` (the trajectory of the first batch only).
+
+    Every batch draws from the one `generator` in turn, so the samples depend on
+    the batch size (as they would with any sampler called batch by batch).
+    """
+    n = shape[0]
+    batch_size = batch_size or n
+    outputs, trajectory = [], None
+    for start in range(0, n, batch_size):
+        size = min(batch_size, n - start)
+        result = sampler.sample(
+            model, diffusion, (size, *shape[1:]), generator=generator, progress=progress,
+            return_trajectory=return_trajectory and start == 0,
+        )
+        if isinstance(result, tuple):
+            result, trajectory = result
+        outputs.append(result)
+    samples = torch.cat(outputs)
+    return (samples, trajectory) if return_trajectory else samples

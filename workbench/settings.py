@@ -21,7 +21,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from workbench.errors import ConfigError
+from workbench.errors import ConfigError, describe_validation_error
 from workbench.toml_io import read_toml
 
 DEFAULT_SETTINGS_FILE = "workbench.toml"
@@ -100,11 +100,8 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
         where = f"settings file {path} or " if path else ""
         raise ConfigError(
-            f"invalid workbench settings: {problems}",
+            describe_validation_error(exc, Settings.model_fields, lambda option: "invalid workbench settings"),
             hint=f"check the {where}WB_* environment variables",
         ) from None

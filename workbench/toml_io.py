@@ -123,3 +123,16 @@ def _drop_none(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return value
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """'train.steps=200' -> ('train.steps', 200): the value parsed as TOML (a bare word is a string).
+
+    The one reader of KEY=VALUE for `--set` and `wb sample --option`; a
+    ValueError says what is wrong with the text.
+    """
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ValueError("expected KEY=VALUE")
+    return key, parse_value(raw.strip())

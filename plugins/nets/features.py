@@ -1,4 +1,4 @@
-"""A fixed feature network for the `fd` metric, trained on the dataset's own labels.
+"""The `fd` metric's feature network, trained on the dataset's own labels (it lives with the metric).
 
 FID (Heusel et al. 2017) fits a Gaussian to the Inception-v3 features of the
 samples and one to those of real images, and reports the Frechet distance
@@ -12,9 +12,8 @@ So the workbench makes its own feature network, the same way every time:
   else (flattened);
 - trained on CPU for a fixed number of steps, with a fixed seed (Adam, cosine
   learning-rate decay), on 90% of the labelled set; the other 10% measures its
-  accuracy, which says whether its features mean anything. With the defaults
-  that takes a few seconds for the digits and about 20 s for 10000 32x32
-  shapes on a 2-core CPU, once;
+  accuracy, which says whether its features mean anything. It is trained once
+  per dataset and configuration, then loaded from the cache;
 - features = its penultimate layer (`feature_dim` ReLU units), which has to
   separate the classes, so it responds to what makes a digit a digit. They
   are computed on the evaluation's device, in eval mode.

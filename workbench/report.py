@@ -1,0 +1,108 @@
+"""The report on a trained model: samples, pictures and metrics, written into its run directory.
+
+`wb run` reports when training ends (`report_run`); `wb eval` evaluates a
+finished run again (`evaluate_run`). Both go through `evaluate_into`, which
+runs the metrics and writes the artifacts they return.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from workbench import plots, runs, streams
+from workbench.components import Evaluation, Metric
+from workbench.display import save_samples
+from workbench.errors import WorkbenchError
+from workbench.evaluation import Results, evaluate, make_evaluation
+from workbench.events import Events
+from workbench.handle import Run
+from workbench.pipeline import Pipeline
+from workbench.sampling import draw_samples
+
+PICTURES = ["samples.png", "trajectory.png", "forward.png", "loss.png"]
+
+
+def evaluate_into(run_dir: Path, evaluation: Evaluation, metrics: Sequence[Metric]) -> Results:
+    """The metrics' values; the pictures and tables they return are written into `run_dir`."""
+    results = evaluate(metrics, evaluation)
+    for name, content in results.artifacts.items():
+        runs.write_artifact(run_dir / name, content)
+    return results
+
+
+def report_run(
+    run_dir: Path,
+    pipeline: Pipeline,
+    ema: Callable,
+    held_out: torch.Tensor,
+    events: Events,
+    *,
+    metrics: bool = True,
+    cache_dir: Path | None = None,
+) -> dict[str, float]:
+    """The end of `wb run`: `eval.samples` drawn once (the picture and what sample-quality metrics score),
+    the pictures of the run, and the experiment's metrics."""
+    exp = pipeline.exp
+    evaluation = make_evaluation(pipeline, ema, held_out, cache_dir=cache_dir, announce=events.phase)
+    samples = evaluation.samples
+    shown = samples if samples.ndim == 2 else samples[: exp.train.preview]
+    events.samples(shown, held_out, exp.sampler.name)
+    save_samples(shown, run_dir / "samples.png", data=held_out)
+    save_pictures(run_dir, pipeline, ema, held_out)
+    events.written(run_dir, PICTURES)
+    return evaluate_into(run_dir, evaluation, exp.metrics).values if metrics else {}
+
+
+def save_pictures(run_dir: Path, pipeline: Pipeline, ema: Callable, held_out: torch.Tensor) -> None:
+    """The reverse trajectory, the forward process and the training curves, as PNGs."""
+    exp, diffusion = pipeline.exp, pipeline.diffusion
+    images = len(pipeline.shape) > 1
+    n = 8 if images else 500
+    generator = streams.generator(exp.seed, "trajectory", pipeline.device)
+    _, trajectory = draw_samples(exp.sampler, ema, diffusion, (n, *pipeline.shape), generator, return_trajectory=True)
+    frames = plots.evenly_spaced_steps(len(trajectory), min(8, len(trajectory)))
+    reverse = [(f"{i}/{len(trajectory) - 1}", trajectory[i].cpu()) for i in frames]
+    plots.save_rows([(f"reverse process ({exp.sampler.name}), noise to data", plots.panels(reverse))], run_dir / "trajectory.png")
+    x0 = held_out[: n if images else 2000].cpu()
+    steps = plots.evenly_spaced_steps(diffusion.num_timesteps, 8)
+    forward = plots.forward_process(diffusion, x0, steps, streams.generator(exp.seed, "forward"))
+    plots.save_rows([(f"forward process ({exp.scheduler.name} schedule)", plots.panels(forward))], run_dir / "forward.png")
+    plots.training_curves(runs.read_metrics(run_dir), run_dir / "loss.png")
+
+
+def preview_samples(pipeline: Pipeline, ema: Callable) -> torch.Tensor:
+    """Samples shown during training: from the same ("preview") noise each time, so they are comparable."""
+    exp = pipeline.exp
+    n = exp.train.preview if len(pipeline.shape) > 1 else 1000
+    generator = streams.generator(exp.seed, "preview", pipeline.device)
+    return draw_samples(exp.sampler, ema, pipeline.diffusion, (n, *pipeline.shape), generator, exp.eval.batch_size)
+
+
+def evaluate_run(
+    run: Run,
+    metric_names: Sequence[str] = (),
+    *,
+    sampler: str | None = None,
+    num_samples: int | None = None,
+    device: torch.device | str = "cpu",
+    events: Events | None = None,
+    cache_dir: Path | None = None,
+) -> tuple[list[Metric], dict[str, float]]:
+    """`wb eval`: the run's EMA model evaluated again; values added to its summary and evaluations.jsonl."""
+    events = events or Events()
+    pipeline = run.pipeline(device)
+    exp = pipeline.exp
+    metrics = [exp.registry.build("metric", name) for name in metric_names] or list(exp.metrics)
+    if not metrics:
+        raise WorkbenchError("no metrics to compute: the experiment names none", hint="pass --metric NAME (`wb list metrics`)")
+    _, held_out = pipeline.load_data()
+    chosen = pipeline.sampler(sampler)
+    evaluation = make_evaluation(
+        pipeline, pipeline.model, held_out, sampler=chosen, num_samples=num_samples, cache_dir=cache_dir, announce=events.phase
+    )
+    values = evaluate_into(run.dir, evaluation, metrics).values
+    runs.add_evaluation(run.dir, {"sampler": chosen.name, "samples": evaluation.num_samples}, values)
+    return metrics, values
