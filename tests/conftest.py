@@ -36,3 +36,15 @@ def png_folder(tmp_path):
     for i, image in enumerate(images.permute(0, 2, 3, 1).numpy()):
         Image.fromarray(image).save(folder / f"{i:03d}.png")
     return folder
+
+
+def pytest_configure(config):
+    """Runs in tests use one torch thread (fast and steady on 2 shared cores) and a cache of their own, not ~/.cache.
+
+    Tests of the thread probe itself unset WB_THREADS.
+    """
+    import os
+    import tempfile
+
+    os.environ.setdefault("WB_THREADS", "1")
+    os.environ.setdefault("WB_CACHE_DIR", tempfile.mkdtemp(prefix="wb-test-cache-"))

@@ -52,6 +52,12 @@ class TrainSpec(_Section):
     accumulate: int = Field(1, ge=1, description="micro-batches per optimizer step (gradient accumulation)")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 autocast (CUDA, or a CPU with AVX512-BF16 / AMX) or fp32")
     compile: bool = Field(False, description="torch.compile the backbone")
+    threads: int | Literal["auto"] = Field(
+        "auto", description="CPU threads of torch ('auto': the faster of 1 and the available cores, measured; WB_THREADS overrides)"
+    )
+    layout: Literal["auto", "channels_last", "contiguous"] = Field(
+        "auto", description="memory layout of an image network's weights ('auto': the faster, measured on this machine)"
+    )
     log_every: int = Field(50, ge=1, description="steps between metric-log lines")
     sample_every: int = Field(0, ge=0, description="steps between preview sample grids (0: only at the end)")
     checkpoint_every: int = Field(1000, ge=1, description="steps between checkpoints")

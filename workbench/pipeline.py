@@ -29,32 +29,35 @@ def resolve_device(requested: str | None) -> torch.device:
     return device
 
 
-def memory_format(shape: tuple[int, ...], device: torch.device, precision: str = "fp32") -> torch.memory_format:
+def memory_format(
+    shape: tuple[int, ...], device: torch.device, precision: str = "fp32", layout: str | None = None
+) -> torch.memory_format:
     """How the 4-D weights of a network for examples of `shape` are laid out.
 
-    Images get channels_last (NHWC): oneDNN on the CPU and cuDNN on GPUs run
-    fp32 convolutions in that layout natively, so each convolution skips two
-    layout conversions (benchmarks/training.py measures what it gains). The
-    exception is bf16 autocast on the CPU, where oneDNN's bf16 kernels ran
-    slower in channels_last when measured. Only 4-D parameters change; a
-    network without convolutions is left as it is, and so is the math.
+    `layout` ("channels_last" or "contiguous") is what training measured or
+    was told (workbench.machine). Without it, images get channels_last
+    (NHWC), which oneDNN and cuDNN run natively, except under bf16 autocast
+    on the CPU. Only 4-D parameters change; a network without convolutions
+    is left as it is, and so is the math.
     """
-    if len(shape) != 3 or (device.type == "cpu" and precision == "bf16"):
+    if len(shape) != 3:
         return torch.preserve_format
-    return torch.channels_last
+    if layout is None:
+        layout = "contiguous" if device.type == "cpu" and precision == "bf16" else "channels_last"
+    return torch.channels_last if layout == "channels_last" else torch.contiguous_format
 
 
 class Pipeline:
     """Diffusion process, network and data shape of one experiment on one device."""
 
-    def __init__(self, exp: Experiment, device: torch.device) -> None:
+    def __init__(self, exp: Experiment, device: torch.device, layout: str | None = None) -> None:
         self.exp = exp
         self.device = device
         self.shape = tuple(exp.dataset.shape)
         self.diffusion = Diffusion(exp.scheduler.betas(), exp.diffusion.prediction, exp.diffusion.variance)
         out_channels = exp.loss.out_channels(self.shape[0], exp.diffusion.variance)
         self.model = exp.backbone.build(self.shape, out_channels).to(
-            device, memory_format=memory_format(self.shape, device, exp.train.precision)
+            device, memory_format=memory_format(self.shape, device, exp.train.precision, layout)
         )
         # The loss's own copy, told the data's levels (its decoder term needs them).
         self.loss = exp.loss.for_data(exp.dataset.levels)

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
         default_factory=default_cache_root,
         description="where the workbench keeps what it can rebuild (trained feature networks of the fd metric)",
     )
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads of torch for every run, over train.threads (default: the experiment's choice)"
+    )
     strict_plugins: bool = Field(False, description="a plugin that fails to load is fatal")
     disable_plugins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="plugin names not to load (comma-separated in WB_DISABLE_PLUGINS)"

@@ -36,6 +36,7 @@ class Trainer:
         pipeline: Pipeline,
         context: distributed.Context = distributed.SINGLE,
         note: Callable[[str], None] = lambda message: None,
+        fused: bool = True,
     ) -> None:
         exp, spec = pipeline.exp, pipeline.exp.train
         distributed.check_batch(spec.batch_size, spec.accumulate, context, exp.name)
@@ -43,7 +44,7 @@ class Trainer:
         self.model, self.diffusion, self.loss = pipeline.model, pipeline.diffusion, pipeline.loss
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.parameters = sum(p.numel() for p in self.model.parameters())
-        self.optimizer = adamw(self.model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+        self.optimizer = adamw(self.model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay, fused=fused)
         self.generator = streams.generator(exp.seed, "training", self.device)
         gather = (lambda x: distributed.all_gather(x, context)) if context.world_size > 1 else None
         self.timesteps = timestep_sampler(self.loss, self.diffusion.num_timesteps, gather)
@@ -147,17 +148,20 @@ class Trainer:
         self.steps_done, self.wall_time, self.losses = state["step"], state["wall_time"], list(state["losses"])
 
 
-def adamw(params: Any, lr: float, weight_decay: float = 0.0) -> torch.optim.AdamW:
-    """AdamW (Loshchilov & Hutter 2019) with torch's fused kernel where this torch has one for the device.
+def adamw(params: Any, lr: float, weight_decay: float = 0.0, fused: bool = True) -> torch.optim.AdamW:
+    """AdamW (Loshchilov & Hutter 2019), with torch's fused kernel where asked and this torch has one for the device.
 
     The fused kernel updates every parameter in one pass instead of a dozen
-    elementwise passes over the foreach lists; the update it computes is the same.
+    elementwise passes over the foreach lists; the update it computes is the
+    same. Which is faster depends on the machine (workbench.machine measures it).
     """
     params = list(params)
-    try:
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
-    except (RuntimeError, TypeError):  # no fused kernel for this device or torch
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if fused:
+        try:
+            return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+        except (RuntimeError, TypeError):  # no fused kernel for this device or torch
+            pass
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
 def fast_bf16(device: torch.device) -> bool:

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from rich.console import Console
 
-from workbench import batches, distributed, plots, runs
+from workbench import batches, distributed, machine, plots, runs
 from workbench.console import ConsoleListener
 from workbench.errors import WorkbenchError
 from workbench.events import Events, HookListener, Listener
@@ -73,7 +73,7 @@ def train(
         shown = [ConsoleListener(console)] if console is not None else []
         events = Events([*shown, HookListener(exp.registry), *listeners] if context.is_main else [])
         # Data before the run directory: a user mistake there must not leave an empty run behind.
-        trainer, train_data, held_out = prepare(exp, device_, context, note=events.note)
+        trainer, train_data, held_out = prepare(exp, device_, context, note=events.note, settings=settings)
         if resume_dir is not None:
             run_dir = Path(resume_dir)
             trainer.load_state_dict(runs.load_checkpoint(run_dir / runs.CHECKPOINT))
@@ -96,10 +96,23 @@ def prepare(
     device: torch.device,
     context: distributed.Context = distributed.SINGLE,
     note: Callable[[str], None] = lambda message: None,
+    settings: Settings | None = None,
 ) -> tuple[Trainer, Any, torch.Tensor]:
-    """The trainer of `exp` (its network initialised from the seed), the training data and the held-out data."""
+    """The trainer of `exp` (its network initialised from the seed), the training data and the held-out data.
+
+    Threads, layout and AdamW kernel are chosen for this machine first (workbench.machine): by the
+    user where set, else measured by rank 0 (or read from the cache) and told to every rank.
+    """
+    layout, fused, threads = (None if exp.train.layout == "auto" else exp.train.layout), True, exp.train.threads
+    if settings is not None:  # without settings (benchmarks, tests of the step): what the experiment says, unmeasured
+        found = machine.choose(exp, device, context.world_size, settings.cache_dir, settings.threads) if context.is_main else None
+        choices, line = distributed.broadcast(found, context)
+        layout, fused, threads = choices.layout, choices.fused, choices.threads
+        note(line)
+    if device.type == "cpu" and threads != "auto":
+        torch.set_num_threads(threads)
     torch.manual_seed(exp.seed)  # the network's initialisation
-    trainer = Trainer(Pipeline(exp, device), context, note=note)
+    trainer = Trainer(Pipeline(exp, device, layout), context, note=note, fused=fused)
     train_data, held_out = trainer.pipeline.load_data()
     if not isinstance(train_data, torch.Tensor):
         batches.check_epoch(len(train_data), exp.train.batch_size // exp.train.accumulate)
