@@ -23,19 +23,16 @@ from pathlib import Path
 
 import torch
 
+from workbench.machine import cpu_name
+
 # `python benchmarks/x.py` puts benchmarks/ on sys.path; the package itself is installed.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def cpu_name() -> str:
-    """The processor's model name, from /proc/cpuinfo where there is one."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+def machine_title() -> str:
+    """What tells one machine's figures from another's: the CPU, the cores, the GPU."""
+    gpu = f"GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no GPU"
+    return f"{cpu_name()}, {os.cpu_count()} cores, {gpu}"
 
 
 def machine() -> str:

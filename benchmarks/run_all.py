@@ -3,8 +3,12 @@
 Each benchmark runs in a fresh interpreter, one after the other, so that none
 inherits another's threads, caches or compiled kernels. A benchmark that
 fails is reported in RESULTS.md with its error output, and this script then
-exits non-zero after running the rest. With `--only`, the sections of the
-other benchmarks already in the file are kept, each with its own date.
+exits non-zero after running the rest.
+
+RESULTS.md has one part per machine ("# Machine: CPU, cores, GPU"): a run
+replaces only its own machine's part, and with `--only` only those
+benchmarks in it, so figures from an Intel Xeon with AMX and from an AMD
+EPYC with AVX2 stand side by side, each with its own date.
 
     python benchmarks/run_all.py [--only training samplers] [--output benchmarks/RESULTS.md] [--smoke]
     make bench        # the same, after installing the `bench` extra (diffusers)
@@ -55,12 +59,19 @@ def run(name: str, extra: list[str]) -> tuple[str, bool, float]:
     return text, result.returncode == 0, seconds
 
 
-def previous_sections(path: Path) -> dict[str, str]:
-    """The '## title' sections of an earlier RESULTS.md, by title."""
-    if not path.exists():
-        return {}
-    parts = path.read_text().split("\n## ")[1:]
-    return {part.split("\n", 1)[0]: "## " + part.rstrip("\n") + "\n" for part in parts}
+MACHINE = "\n# Machine: "
+
+
+def machine_parts(text: str) -> tuple[dict[str, str], list[str]]:
+    """The parts of an earlier RESULTS.md by machine title, in their order."""
+    parts = text.split(MACHINE)[1:]
+    found = {part.split("\n", 1)[0]: part.split("\n", 1)[1].strip("\n") + "\n" for part in parts}
+    return found, list(found)
+
+
+def sections(part: str) -> dict[str, str]:
+    """The '## title' sections of one machine's part, by title."""
+    return {chunk.split("\n", 1)[0]: "## " + chunk.rstrip("\n") + "\n" for chunk in part.split("\n## ")[1:]}
 
 
 def main() -> None:
@@ -72,8 +83,10 @@ def main() -> None:
     sys.path.insert(0, str(HERE))
     from common import machine
 
+    from common import machine_title
+
     extra = ["--smoke"] if args.smoke else []
-    sections: dict[str, str] = {}
+    measured: dict[str, str] = {}
     failed = []
     for name in args.only:
         title, what = BENCHMARKS[name]
@@ -82,19 +95,26 @@ def main() -> None:
         print(text, flush=True)
         if not ok:
             failed.append(name)
-        sections[title] = (f"## {title}\n\n`python benchmarks/{name}.py{' --smoke' if args.smoke else ''}`, "
+        measured[title] = (f"## {title}\n\n`python benchmarks/{name}.py{' --smoke' if args.smoke else ''}`, "
                            f"{datetime.date.today().isoformat()}, {seconds:.0f} s\n\n{text}")
-    header = (
-        "# Benchmark results\n\n"
-        "Written by `python benchmarks/run_all.py` (`make bench`); each section names the command and the date "
-        "of the run that measured it.\n\n"
+    parts, order = machine_parts(args.output.read_text()) if args.output.exists() else ({}, [])
+    this = machine_title()
+    kept = sections(parts.get(this, "")) if set(args.only) != set(BENCHMARKS) else {}
+    ordered = [measured.get(title) or kept.get(title) for title, _ in BENCHMARKS.values()]
+    parts[this] = (
         f"- machine: {machine()}\n"
         f"- versions: {versions()}\n"
         + ("- **smoke run: toy sizes, the figures mean nothing**\n" if args.smoke else "")
+        + "\n" + "\n".join(section for section in ordered if section)
     )
-    kept = previous_sections(args.output) if set(args.only) != set(BENCHMARKS) else {}
-    ordered = [sections.get(title) or kept.get(title) for title, _ in BENCHMARKS.values()]
-    args.output.write_text(header + "\n" + "\n".join(section for section in ordered if section))
+    header = (
+        "# Benchmark results\n\n"
+        "Written by `python benchmarks/run_all.py` (`make bench`), one part per machine; each section names the "
+        "command and the date of the run that measured it. A run replaces only its own machine's part.\n"
+    )
+    titles = order + ([this] if this not in order else [])
+    body = "".join(f"{MACHINE}{title}\n\n{parts[title].rstrip()}\n" for title in titles)
+    args.output.write_text(header + body)
     print(f"wrote {args.output}")
     if failed:
         sys.exit(f"failed: {', '.join(failed)}")

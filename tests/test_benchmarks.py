@@ -57,10 +57,19 @@ def test_run_all_writes_results_with_machine_versions_date_and_every_section(tmp
         assert part in text, part
 
 
-def test_run_all_only_replaces_the_sections_it_runs(tmp_path):
+def test_run_all_only_replaces_the_sections_it_runs_and_keeps_other_machines(tmp_path):
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from common import machine_title
+    finally:
+        sys.path.remove(str(BENCHMARKS))
     output = tmp_path / "RESULTS.md"
-    output.write_text("# Benchmark results\n\n- machine: old\n\n## Sampling against diffusers' schedulers\n\n"
-                      "earlier figures\n\n## CLI start-up\n\nstale figures\n")
+    output.write_text(
+        "# Benchmark results\n\nintro\n"
+        "\n# Machine: Another CPU, 64 cores, no GPU\n\n- machine: another\n\n## CLI start-up\n\nthe other machine's figures\n"
+        f"\n# Machine: {machine_title()}\n\n- machine: this one\n\n## Sampling against diffusers' schedulers\n\n"
+        "earlier figures\n\n## CLI start-up\n\nstale figures\n"
+    )
     result = subprocess.run(
         [sys.executable, str(BENCHMARKS / "run_all.py"), "--smoke", "--only", "cli_startup", "--output", str(output)],
         capture_output=True, text=True, timeout=600,
@@ -68,4 +77,6 @@ def test_run_all_only_replaces_the_sections_it_runs(tmp_path):
     assert result.returncode == 0, result.stderr
     text = output.read_text()
     assert "earlier figures" in text and "stale figures" not in text and "### CLI start-up" in text
-    assert text.index("## Sampling against") < text.index("## CLI start-up")  # the benchmarks' order
+    assert "the other machine's figures" in text and text.count("# Machine: ") == 2
+    this = text.index(f"# Machine: {machine_title()}")
+    assert this < text.index("## Sampling against", this) < text.index("## CLI start-up", this)  # the benchmarks' order
