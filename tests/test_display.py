@@ -21,7 +21,7 @@ def test_grayscale_grid_png_has_the_expected_size(tmp_path):
     images = torch.rand(10, 1, 8, 8) * 2 - 1
     path = save_grid(images, tmp_path / "g.png", nrow=5, min_tile=16)
     with Image.open(path) as im:
-        assert im.size == (5 * 17 + 1, 2 * 17 + 1) and im.mode == "RGB"
+        assert im.size == (5 * (16 + 2) + 2, 2 * (16 + 2) + 2) and im.mode == "RGB"  # 16 px tiles, 2 px gutters
 
 
 def test_scatter_png_draws_samples_and_data_in_two_colours(tmp_path):
@@ -67,3 +67,28 @@ def test_terminal_scatter_puts_braille_dots_where_the_points_are():
 def test_sparkline_spans_the_range():
     line = sparkline([3.0, 2.0, 1.0, 0.0], width=4).plain
     assert line == "█▆▃▁"
+
+
+def test_the_sample_sheet_puts_originals_beside_generated_in_one_layout():
+    from workbench.display import clipped, grid_image, sample_sheet
+
+    g = torch.Generator().manual_seed(0)
+    data, samples = torch.rand(9, 1, 8, 8, generator=g) * 2 - 1, torch.rand(9, 1, 8, 8, generator=g) * 2 - 1
+    sheet = sample_sheet(samples, data, "title")
+    left, right = grid_image(data, 3), grid_image(samples, 3)
+    assert left.size == right.size  # one layout for both panels
+    assert sheet.width == left.width + right.width + 3 * 16
+    x, y = 16, 44  # where the first panel is pasted
+    assert sheet.crop((x, y, x + left.width, y + left.height)).tobytes() == left.tobytes()
+    x = 16 + left.width + 16
+    assert sheet.crop((x, y, x + right.width, y + right.height)).tobytes() == right.tobytes()
+    # a gutter of at least 1/8 of a tile between 64-pixel tiles: 8x8 digits never touch
+    tile_px = 64
+    assert left.width == 3 * tile_px + 4 * (tile_px // 8)
+
+
+def test_values_outside_the_data_range_are_counted_not_hidden():
+    from workbench.display import clipped
+
+    assert clipped(torch.zeros(10)) == ""
+    assert clipped(torch.tensor([0.0, 1.5, -2.0, 1.0])).startswith("2 of 4 values (50.00%) outside [-1, 1]")

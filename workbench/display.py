@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 SHADES = " .:-=+*#%@"
 DATA_RGB = (150, 150, 150)
@@ -48,19 +52,66 @@ def tile(images: torch.Tensor, nrow: int | None = None, border: int = 1, backgro
     return grid.permute(1, 2, 0).contiguous()
 
 
-def save_grid(images: torch.Tensor, path: Path, nrow: int | None = None, min_tile: int = 64) -> Path:
-    """A PNG grid of images; small images are enlarged (nearest) to at least `min_tile` pixels."""
+def upscale(images: torch.Tensor, min_tile: int = 64) -> torch.Tensor:
+    """Images enlarged by an integer factor (nearest) so that a tile is at least `min_tile` pixels: visible at 100%."""
+    scale = max(1, math.ceil(min_tile / images.shape[-1]))
+    images = images.detach().float().cpu()
+    return torch.nn.functional.interpolate(images, scale_factor=scale, mode="nearest") if scale > 1 else images
+
+
+def grid_image(images: torch.Tensor, nrow: int | None = None, min_tile: int = 64) -> Image.Image:
+    """A grid of images, enlarged to `min_tile` pixels, with a white gutter wide enough (1/8 of a tile) that tiles never fuse."""
     from PIL import Image
 
-    scale = max(1, math.ceil(min_tile / images.shape[-1]))
-    if scale > 1:
-        images = torch.nn.functional.interpolate(images.detach().float().cpu(), scale_factor=scale, mode="nearest")
-    Image.fromarray(tile(images, nrow).numpy()).save(path)
+    large = upscale(images, min_tile)
+    return Image.fromarray(tile(large, nrow, border=max(2, large.shape[-1] // 8)).numpy())
+
+
+def save_grid(images: torch.Tensor, path: Path, nrow: int | None = None, min_tile: int = 64) -> Path:
+    """A PNG grid of images (see grid_image)."""
+    grid_image(images, nrow, min_tile).save(path)
     return path
 
 
-def save_scatter(samples: torch.Tensor, data: torch.Tensor | None, path: Path, size: int = 512) -> Path:
-    """A PNG scatter of 2-D samples (orange) over data (grey), both in [-1, 1]^2 (slightly padded)."""
+def clipped(x: torch.Tensor) -> str:
+    """'' when every value lies in [-1, 1], else how many do not (the picture shows them clipped to the data range)."""
+    outside = int((x.detach().abs() > 1).sum())
+    return f"{outside} of {x.numel()} values ({outside / x.numel():.2%}) outside [-1, 1], shown clipped" if outside else ""
+
+
+def sample_sheet(samples: torch.Tensor, data: torch.Tensor | None, title: str = "") -> Image.Image:
+    """The picture of a run's samples: for images, held-out originals beside the generated ones in two labelled
+    panels of one layout; for points, the samples (orange) over the data (grey). A title line says what it shows."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    note = clipped(samples)
+    if is_image_batch(samples):
+        nrow = math.ceil(math.sqrt(len(samples)))
+        generated = grid_image(samples, nrow)
+        shown = [("generated" + (f": {note}" if note else ""), generated)]
+        if data is not None:
+            shown.insert(0, (f"held-out data ({min(len(data), len(samples))})", grid_image(data[: len(samples)], nrow)))
+    else:
+        points = samples.reshape(len(samples), -1)[:, :2]
+        reference = None if data is None else data.reshape(len(data), -1)[:, :2]
+        shown = [(f"samples (orange) over held-out data (grey)" + (f"; {note}" if note else ""), scatter_image(points, reference))]
+    gap, top = 16, 44
+    width = sum(im.width for _, im in shown) + gap * (len(shown) + 1)
+    height = max(im.height for _, im in shown) + top + gap
+    sheet = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(sheet)
+    draw.text((gap, 6), title, fill="black", font=font)
+    x = gap
+    for label, im in shown:
+        draw.text((x, top - 16), label, fill=(60, 60, 60), font=font)
+        sheet.paste(im, (x, top))
+        x += im.width + gap
+    return sheet
+
+
+def scatter_image(samples: torch.Tensor, data: torch.Tensor | None, size: int = 512) -> Image.Image:
+    """A scatter of 2-D samples (orange) over data (grey), both in [-1, 1]^2 (slightly padded)."""
     from PIL import Image, ImageDraw
 
     image = Image.new("RGB", (size, size), "white")
@@ -71,15 +122,19 @@ def save_scatter(samples: torch.Tensor, data: torch.Tensor | None, path: Path, s
         xy = _to_canvas(points, size, size)
         for x, y in xy.tolist():
             draw.ellipse((x - 1, y - 1, x + 1, y + 1), fill=colour)
-    image.save(path)
+    return image
+
+
+def save_scatter(samples: torch.Tensor, data: torch.Tensor | None, path: Path, size: int = 512) -> Path:
+    """A PNG scatter (see scatter_image)."""
+    scatter_image(samples, data, size).save(path)
     return path
 
 
-def save_samples(samples: torch.Tensor, path: Path, data: torch.Tensor | None = None) -> Path:
-    """An image grid for images, a scatter for 2-D points."""
-    if is_image_batch(samples):
-        return save_grid(samples, path)
-    return save_scatter(samples.reshape(len(samples), -1)[:, :2], None if data is None else data.reshape(len(data), -1)[:, :2], path)
+def save_samples(samples: torch.Tensor, path: Path, data: torch.Tensor | None = None, title: str = "") -> Path:
+    """samples.png: the sample sheet (originals beside generated images, or samples over data points)."""
+    sample_sheet(samples, data, title).save(path)
+    return path
 
 
 def _to_canvas(points: torch.Tensor, width: int, height: int, lim: float = 1.1) -> torch.Tensor:
@@ -148,10 +203,22 @@ class TerminalScatter:
 
 
 def terminal_samples(samples: torch.Tensor, data: torch.Tensor | None = None):
-    """The right terminal picture for a batch: an image grid or a scatter."""
-    if is_image_batch(samples):
-        return TerminalImage(samples[:64])
-    return TerminalScatter(samples[:, :2], None if data is None else data[:, :2])
+    """The right terminal picture for a batch: held-out images beside generated ones (one grid if there are
+    no data), or a scatter of samples over data."""
+    if not is_image_batch(samples):
+        return TerminalScatter(samples[:, :2], None if data is None else data[:, :2])
+    shown = samples[:64]
+    if data is None:
+        return TerminalImage(shown)
+    from rich.table import Table
+
+    nrow = math.ceil(math.sqrt(len(shown)))
+    sheet = Table.grid(padding=(0, 2))
+    sheet.add_column()
+    sheet.add_column()
+    sheet.add_row(Text("held-out data", style="dim"), Text("generated", style="dim"))
+    sheet.add_row(TerminalImage(data[: len(shown)], nrow), TerminalImage(shown, nrow))
+    return sheet
 
 
 SPARKS = "▁▂▃▄▅▆▇█"

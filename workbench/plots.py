@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from workbench.display import DATA_RGB, SAMPLE_RGB, _to_canvas, is_image_batch, tile
+from workbench.display import DATA_RGB, SAMPLE_RGB, _to_canvas, grid_image, is_image_batch, tile
 
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
 FONT = ImageFont.load_default()
@@ -136,7 +136,13 @@ def panels(pictures: list[tuple[str, torch.Tensor]], data: torch.Tensor | None =
 
 
 def save_rows(rows: list[tuple[str, Image.Image]], path: Path) -> Path:
-    """Labelled images stacked top to bottom (e.g. one forward process per experiment)."""
+    """Labelled images stacked top to bottom (e.g. one forward process per experiment), as a PNG."""
+    rows_image(rows).save(path)
+    return path
+
+
+def rows_image(rows: list[tuple[str, Image.Image]]) -> Image.Image:
+    """Labelled images stacked top to bottom."""
     width = max(im.width for _, im in rows)
     height = sum(im.height + 18 for _, im in rows)
     sheet = Image.new("RGB", (width, height), "white")
@@ -146,8 +152,16 @@ def save_rows(rows: list[tuple[str, Image.Image]], path: Path) -> Path:
         draw.text((6, y + 3), label, fill=(60, 60, 60), font=FONT)
         sheet.paste(im, (0, y + 18))
         y += im.height + 18
-    sheet.save(path)
-    return path
+    return sheet
+
+
+def progress_sheet(previews: list[tuple[int, torch.Tensor]], data: torch.Tensor | None, per_row: int = 6) -> Image.Image:
+    """The model learning: one row per preview step for images (the same noise each time, so the same samples
+    sharpen), or one scatter per step for points, `per_row` to a row."""
+    if is_image_batch(previews[0][1]):
+        return rows_image([(f"step {step}", grid_image(x[:16], nrow=16, min_tile=32)) for step, x in previews])
+    rows = [previews[i : i + per_row] for i in range(0, len(previews), per_row)]
+    return rows_image([("", panels([(f"step {step}", x) for step, x in row], data, lim=1.1)) for row in rows])
 
 
 def forward_process(diffusion, x0: torch.Tensor, steps: Sequence[int], generator: torch.Generator) -> list[tuple[str, torch.Tensor]]:
