@@ -95,7 +95,7 @@ def sample_sheet(samples: torch.Tensor, data: torch.Tensor | None, title: str = 
     else:
         points = samples.reshape(len(samples), -1)[:, :2]
         reference = None if data is None else data.reshape(len(data), -1)[:, :2]
-        shown = [(f"samples (orange) over held-out data (grey)" + (f"; {note}" if note else ""), scatter_image(points, reference))]
+        shown = [("samples (orange) over held-out data (grey)" + (f"; {note}" if note else ""), scatter_image(points, reference))]
     gap, top = 16, 44
     width = sum(im.width for _, im in shown) + gap * (len(shown) + 1)
     height = max(im.height for _, im in shown) + top + gap
