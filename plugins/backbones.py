@@ -28,6 +28,13 @@ class MLPBackbone(Backbone):
     time_embed_dim: int = Field(128, ge=1, description="size of the sinusoidal embedding of t")
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout probability inside each residual block")
     layer_norm: bool = Field(True, description="LayerNorm at the start of each residual block (false: no norm)")
+    fourier_features: int = Field(
+        0,
+        ge=0,
+        le=16,
+        description="L > 0 also feeds sin and cos of pi 2^j x, j < L, of each coordinate to the first layer "
+        "(for data in [-1, 1]: lets the MLP fit thin shapes); 0: x only",
+    )
 
     def build(self, data_shape: tuple[int, ...], out_channels: int) -> torch.nn.Module:
         if len(data_shape) != 1:
@@ -46,6 +53,7 @@ class MLPBackbone(Backbone):
             time_embed_dim=self.time_embed_dim,
             dropout=self.dropout,
             layer_norm=self.layer_norm,
+            fourier_features=self.fourier_features,
         )
 
 
