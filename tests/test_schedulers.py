@@ -168,7 +168,17 @@ def diffusers_betas(DDPMScheduler, T: int, schedule: str, **kwargs) -> torch.Ten
 
 
 def assert_matches_float32(ours: torch.Tensor, theirs: torch.Tensor) -> None:
-    """diffusers builds its betas in float32: agree to float32 precision."""
+    """diffusers builds its betas in float32: agree to float32 precision.
+
+    With u = 2^-24: ours are float64 rounded once to float32 (u, relative). Theirs come from a
+    float32 linspace, which rounds its step, the step's multiple and the sum (<= 4u of the
+    value where, as in every increasing schedule here, start and multiple are no larger than
+    it), squared for scaled_linear (<= 9u), through a sigmoid (slope <= 1/4, its own few
+    ulps) for sigmoid, or from float64 rounded once for squaredcos_cap_v2: <= ~10u in all.
+    rtol = 2e-6 = 33u holds the ~11u between them on any CPU; a wrong formula is off by far
+    more. atol = 1e-9 takes over only below beta = 5e-4 (the first steps of most schedules),
+    where 1e-9 is still far below what a wrong formula would move.
+    """
     assert theirs.dtype == torch.float32
     torch.testing.assert_close(ours.to(torch.float32), theirs, rtol=2e-6, atol=1e-9)
 
