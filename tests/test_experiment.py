@@ -165,7 +165,7 @@ def test_locate_finds_keys_in_inline_tables_and_sub_tables(tmp_path):
 def test_the_shipped_experiments_all_resolve(registry):
     path = Path(__file__).resolve().parents[1] / "experiments.toml"
     names = ExperimentFile.read(path).names
-    assert {"exp1", "exp1_cosine", "exp1_v", "exp1_vlb", "exp1_hybrid", "exp1_ddim", "exp1_dpm", "digits", "shapes32"} <= set(names)
+    assert {"exp1", "exp1_linear", "exp1_v", "exp1_vlb", "exp1_hybrid", "exp1_ddim", "exp1_dpm", "digits", "shapes32"} <= set(names)
     for name in names:
         exp = load_experiment(name, file=path, registry=registry)
         assert exp.description, f"{name} needs a one-line description"
