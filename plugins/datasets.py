@@ -93,6 +93,10 @@ class Moons(_Toy2D):
 
         return toy2d.moons(self.n, self.noise, _generator(self.seed))
 
+    @property
+    def class_names(self) -> list[str]:
+        return ["upper", "lower"]
+
 
 class EightGaussians(_Toy2D):
     """Eight equal Gaussians on a circle (labels: which Gaussian)."""
@@ -104,6 +108,11 @@ class EightGaussians(_Toy2D):
         from workbench.plugins.data import toy2d
 
         return toy2d.eight_gaussians(self.n, self.noise, _generator(self.seed))
+
+    @property
+    def class_names(self) -> list[str]:
+        """Component k sits at angle 45 k degrees: east, then anticlockwise."""
+        return ["east", "northeast", "north", "northwest", "west", "southwest", "south", "southeast"]
 
 
 class Checkerboard(_Toy2D):
@@ -129,6 +138,10 @@ class Circles(_Toy2D):
         from workbench.plugins.data import toy2d
 
         return toy2d.circles(self.n, self.noise, self.factor, _generator(self.seed))
+
+    @property
+    def class_names(self) -> list[str]:
+        return ["outer", "inner"]
 
 
 # --- images ---------------------------------------------------------------------
@@ -168,6 +181,17 @@ class Digits(Dataset):
     def labels(self) -> torch.Tensor:
         return self._load()[1]
 
+    @property
+    def class_names(self) -> list[str]:
+        """The digits kept, in increasing order: class k is the k-th of them."""
+        return [str(d) for d in sorted(self.classes or range(10))]
+
+    def class_labels(self) -> torch.Tensor:
+        import torch
+
+        kept = torch.tensor(sorted(self.classes or range(10)))
+        return torch.searchsorted(kept, self.labels())
+
     def _load(self) -> tuple[torch.Tensor, torch.Tensor]:
         from workbench.plugins.data.images import load_digits
 
@@ -205,6 +229,12 @@ class Shapes(Dataset):
         from workbench.plugins.data.images import shape_parameters
 
         return shape_parameters(self.n, self.size, _generator(self.seed))["label"]
+
+    @property
+    def class_names(self) -> list[str]:
+        from workbench.plugins.data.images import SHAPE_CLASSES
+
+        return list(SHAPE_CLASSES)
 
 
 class Folder(Dataset):

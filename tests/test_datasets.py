@@ -472,3 +472,36 @@ def test_npz_with_rows_of_zero_width_through_the_cli_is_one_error(tmp_path, monk
     assert result.exit_code == 2, result.output
     assert isinstance(result.exception, SystemExit) and "Traceback" not in result.output
     assert "dataset 'npz': the array in 'empty_rows.npz' has shape (10, 0): its examples hold no values" in result.output
+
+
+# --- classes --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, options, names", [
+    ("eight_gaussians", {}, ["east", "northeast", "north", "northwest", "west", "southwest", "south", "southeast"]),
+    ("moons", {}, ["upper", "lower"]),
+    ("circles", {}, ["outer", "inner"]),
+    ("shapes", dict(n=30, size=8), ["disc", "square", "triangle"]),
+])
+def test_datasets_declare_their_classes_and_label_every_example_with_one(build, name, options, names):
+    dataset = build(name, **options)
+    assert dataset.class_names == names and dataset.num_classes == len(names)
+    labels = dataset.class_labels()
+    assert labels.dtype == torch.long and len(labels) == len(dataset.load())
+    assert set(labels.tolist()) == set(range(len(names)))
+
+
+@pytest.mark.parametrize("name", ["swissroll", "checkerboard"])
+def test_sets_without_parts_have_no_classes(build, name):
+    dataset = build(name, n=100)
+    assert dataset.class_names is None and dataset.num_classes is None and dataset.class_labels() is None
+
+
+def test_digits_classes_are_the_kept_digits_in_order(build):
+    pytest.importorskip("sklearn")
+    every = build("digits")
+    assert every.class_names == [str(d) for d in range(10)]
+    assert torch.equal(every.class_labels(), every.labels())
+    some = build("digits", classes=[7, 3])
+    assert some.class_names == ["3", "7"]
+    assert torch.equal(some.class_labels(), (some.labels() == 7).long())  # 3 -> class 0, 7 -> class 1

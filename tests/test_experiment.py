@@ -169,3 +169,43 @@ def test_the_shipped_experiments_all_resolve(registry):
     for name in names:
         exp = load_experiment(name, file=path, registry=registry)
         assert exp.description, f"{name} needs a one-line description"
+
+
+# --- conditioning ---------------------------------------------------------------------------
+
+CONDITIONAL = BASE + """
+[cond]
+extends = "base"
+dataset = { name = "eight_gaussians", n = 500 }
+condition = { labels = true, dropout = 0.1 }
+sampler = { name = "ddim", steps = 10, guidance = 3.0 }
+"""
+
+
+def test_condition_table_is_validated_and_stored(tmp_path, registry):
+    path = write(tmp_path, CONDITIONAL)
+    exp = load_experiment("cond", file=path, registry=registry)
+    assert exp.conditional and exp.num_classes == 8 and exp.condition.dropout == 0.1 and exp.sampler.guidance == 3.0
+    table = exp.to_dict()
+    assert table["condition"] == {"labels": True, "dropout": 0.1}
+    base = load_experiment("base", file=path, registry=registry)
+    assert not base.conditional and base.num_classes is None and "condition" not in base.to_dict()
+    again = load_experiment("cond", file=write(tmp_path, exp.to_toml(), "stored.toml"), registry=registry)
+    assert again.to_dict() == table
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("condition.dropout=1.0", r"condition.dropout.*less than 1"),
+    ("condition.dropout=-0.1", r"condition.dropout"),
+    ("condition.label=true", r"label.*labels"),
+    ('dataset.name="swissroll"', r"dataset 'swissroll' has no class labels"),
+    ("condition.dropout=0.0", r"guidance = 3 needs an unconditional model.*dropout = 0"),
+])
+def test_bad_conditions_are_clear_errors(tmp_path, registry, override, expected):
+    with pytest.raises(ConfigError, match=expected):
+        load_experiment("cond", file=write(tmp_path, CONDITIONAL), overrides=[override], registry=registry)
+
+
+def test_guidance_on_an_unconditional_experiment_is_an_error(tmp_path, registry):
+    with pytest.raises(ConfigError, match=r"guidance = 2 applies only to conditional experiments"):
+        load_experiment("base", file=write(tmp_path, BASE), overrides=["sampler={ name = \"ddim\", guidance = 2.0 }"], registry=registry)

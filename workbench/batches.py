@@ -26,12 +26,17 @@ from workbench.errors import ConfigError
 
 
 def in_memory(
-    data: torch.Tensor, size: int, generator: torch.Generator, context: distributed.Context
-) -> Iterator[torch.Tensor]:
-    """Endless shards of global batches of `size` examples drawn uniformly from `data`."""
+    data: torch.Tensor,
+    size: int,
+    generator: torch.Generator,
+    context: distributed.Context,
+    labels: torch.Tensor | None = None,
+) -> Iterator[torch.Tensor] | Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless shards of global batches of `size` examples drawn uniformly from `data`;
+    (examples, their labels) pairs when `labels` [N] are given (the same draws either way)."""
     while True:
-        index = torch.randint(len(data), (size,), device=data.device, generator=generator)
-        yield data[distributed.shard(index, context)]
+        index = distributed.shard(torch.randint(len(data), (size,), device=data.device, generator=generator), context)
+        yield data[index] if labels is None else (data[index], labels[index])
 
 
 def check_epoch(n: int, size: int) -> None:

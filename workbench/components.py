@@ -100,6 +100,24 @@ class Dataset(Component):
         """Class labels [N] where the set has them (used by feature-space metrics)."""
         return None
 
+    @property
+    def class_names(self) -> list[str] | None:
+        """The names of the classes a conditional experiment can ask for, in index order; None: no classes.
+
+        Known without loading the data where possible (the count sizes the backbone's label embedding).
+        """
+        return None
+
+    @property
+    def num_classes(self) -> int | None:
+        """How many classes (`len(class_names)`); None for a set without classes."""
+        names = self.class_names
+        return None if names is None else len(names)
+
+    def class_labels(self) -> torch.Tensor | None:
+        """Each example's class index [N] in 0..num_classes-1 (what conditional training sees); default `labels()`."""
+        return self.labels() if self.class_names is not None else None
+
 
 class Scheduler(Component):
     """A noise (variance) schedule: betas for T steps."""
@@ -114,15 +132,20 @@ class Scheduler(Component):
 
 
 class Backbone(Component):
-    """A network `model(x_t, t) -> output`."""
+    """A network `model(x_t, t) -> output` (`model(x_t, t, y)` when built with `num_classes`)."""
 
     kind: ClassVar[str] = "backbone"
 
     def build(self, data_shape: tuple[int, ...], out_channels: int) -> torch.nn.Module:
-        """A module mapping (x_t [B, *data_shape], t [B] long) to [B, out_channels, ...]."""
+        """A module mapping (x_t [B, *data_shape], t [B] long) to [B, out_channels, ...].
+
+        A backbone that can take class labels accepts a keyword `num_classes=K`
+        as well; its module then maps (x_t, t, y) with y [B] long in 0..K, where
+        the index K means "no label" (classifier-free guidance's null label).
+        """
         raise NotImplementedError
 
-    def parameter_count(self, data_shape: tuple[int, ...], out_channels: int) -> int:
+    def parameter_count(self, data_shape: tuple[int, ...], out_channels: int, **options: Any) -> int:
         """Number of parameters of `build(data_shape, out_channels)`.
 
         Built on the meta device: no memory is allocated and nothing is initialised,
@@ -131,7 +154,7 @@ class Backbone(Component):
         import torch
 
         with torch.device("meta"):
-            module = self.build(tuple(data_shape), out_channels)
+            module = self.build(tuple(data_shape), out_channels, **options)
         return sum(p.numel() for p in module.parameters())
 
 
@@ -211,6 +234,13 @@ class Sampler(Component):
 
     kind: ClassVar[str] = "sampler"
 
+    guidance: float = Field(
+        1.0,
+        ge=0,
+        description="classifier-free guidance scale s of a conditional run: out_u + s (out_c - out_u); "
+        "1: the conditional model, 0: the unconditional one (diffusers' guidance_scale)",
+    )
+
     def sample(
         self,
         model: Callable,
@@ -266,6 +296,12 @@ class Evaluation:
     announce: Callable[[str], None] | None = None
     memo: dict[str, Any] = field(default_factory=dict)
     """What metrics share, computed by the first that needs it (e.g. precision and recall's neighbourhoods)."""
+    labels: torch.Tensor | None = None
+    """A conditional run's: the class each sample was asked for [num_samples] (every class equally often)."""
+    data_labels: torch.Tensor | None = None
+    """A conditional run's: the class of each held-out example [len(data)]."""
+    class_names: list[str] | None = None
+    """A conditional run's class names; None for an unconditional run."""
 
     @property
     def device(self) -> torch.device:

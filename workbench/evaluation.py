@@ -19,6 +19,7 @@ import torch
 from workbench import streams
 from workbench.components import Evaluation, Metric, MetricResult, Sampler
 from workbench.pipeline import Pipeline
+from workbench.guidance import balanced_labels
 from workbench.sampling import draw_samples
 
 
@@ -49,16 +50,23 @@ def make_evaluation(
     exp = pipeline.exp
     sampler = sampler or exp.sampler
     n = num_samples or exp.eval.samples
+    # A conditional run's samples ask for every class equally often, at the sampler's guidance.
+    labels = balanced_labels(n, pipeline.num_classes, held_out.device) if pipeline.num_classes else None
 
     def draw() -> torch.Tensor:
         if announce is not None:
             announce(f"drawing {n} samples with {sampler.name}")
         generator = streams.generator(exp.seed, "samples", held_out.device)
-        return draw_samples(sampler, model, pipeline.diffusion, (n, *held_out.shape[1:]), generator, exp.eval.batch_size)
+        return draw_samples(
+            sampler, model, pipeline.diffusion, (n, *held_out.shape[1:]), generator, exp.eval.batch_size,
+            labels=labels, num_classes=pipeline.num_classes,
+        )
 
     return Evaluation(
         model=model, diffusion=pipeline.diffusion, data=held_out, levels=pipeline.levels, sampler=sampler,
         num_samples=n, draw=draw, seed=exp.seed, dataset=exp.dataset, cache_dir=cache_dir, announce=announce,
+        labels=labels, data_labels=pipeline.held_out_labels,
+        class_names=exp.dataset.class_names if exp.conditional else None,
     )
 
 

@@ -25,6 +25,11 @@ class GaussianMixtureDenoiser:
     """`model(x_t, t)` returning the optimal eps, x0 or v prediction for a Gaussian mixture.
 
     means: [K, *shape]; stds: scalar or [K] (0 gives point masses); weights: [K] (uniform if None).
+
+    It is also the exact class-conditional denoiser with the components as classes:
+    `model(x_t, t, y)` with y [B] in 0..K is component y's own denoiser for y < K and
+    the whole mixture's for y = K ("no label"), what a conditional network trained
+    with label dropout converges to.
     """
 
     def __init__(
@@ -45,15 +50,25 @@ class GaussianMixtureDenoiser:
         self.log_weights = (w / w.sum()).log()
         self.evaluations = 0
 
-    def sample_data(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n fresh draws from the mixture, [n, *shape] float32."""
-        k = torch.multinomial(self.log_weights.exp(), n, replacement=True, generator=generator)
+    @property
+    def num_classes(self) -> int:
+        """K, the number of components (the classes of the conditional denoiser)."""
+        return len(self.means)
+
+    def sample_data(
+        self, n: int, generator: torch.Generator | None = None, component: int | None = None
+    ) -> torch.Tensor:
+        """n fresh draws from the mixture (or from one component), [n, *shape] float32."""
+        if component is None:
+            k = torch.multinomial(self.log_weights.exp(), n, replacement=True, generator=generator)
+        else:
+            k = torch.full((n,), component, dtype=torch.long)
         noise = torch.randn(n, self.means.shape[1], generator=generator, dtype=torch.float64)
         x = self.means[k] + self.vars[k].sqrt()[:, None] * noise
         return x.reshape(n, *self.shape).float()
 
-    def posterior_mean(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """E[x0 | x_t] in float64, [B, D]."""
+    def posterior_mean(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """E[x0 | x_t] in float64, [B, D]; with labels y [B], E[x0 | x_t, k = y] where y < K (y = K: the mixture)."""
         x = x_t.reshape(len(x_t), -1).to(torch.float64)
         abar = self.diffusion.alphas_cumprod.to(x.device)[t][:, None]          # [B, 1]
         a, sigma2 = abar.sqrt(), 1.0 - abar
@@ -62,14 +77,19 @@ class GaussianMixtureDenoiser:
         dist2 = ((x[:, None, :] - a[:, :, None] * means[None]) ** 2).sum(-1)       # [B, K]
         d = x.shape[1]
         log_resp = self.log_weights.to(x.device) - 0.5 * dist2 / total_var - 0.5 * d * total_var.log()
+        if y is not None:  # condition on the component: every other one's responsibility is 0
+            y = y.to(x.device)
+            k = torch.arange(len(means), device=x.device)
+            other = (k[None, :] != y[:, None]) & (y[:, None] < len(means))
+            log_resp = log_resp.masked_fill(other, -math.inf)
         resp = torch.softmax(log_resp, dim=1)                                     # [B, K]
         gain = (a * vars_[None, :] / total_var)[:, :, None]                       # [B, K, 1]
         component_x0 = means[None] + gain * (x[:, None, :] - a[:, :, None] * means[None])
         return (resp[:, :, None] * component_x0).sum(1)
 
-    def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         self.evaluations += 1
-        x0 = self.posterior_mean(x_t, t).reshape(x_t.shape)
+        x0 = self.posterior_mean(x_t, t, y).reshape(x_t.shape)
         x = x_t.to(torch.float64)
         d = self.diffusion
         if d.prediction == "x0":

@@ -73,7 +73,20 @@ class EvalSpec(_Section):
     metrics: list[str | dict[str, Any]] = Field(default_factory=list, description="metric names or tables")
 
 
-SECTIONS: dict[str, type[_Section]] = {"diffusion": DiffusionSpec, "train": TrainSpec, "eval": EvalSpec}
+class ConditionSpec(_Section):
+    """Class-conditional training: the backbone gets the dataset's labels, each dropped to "no label" with p = dropout."""
+
+    labels: bool = Field(False, description="train on the dataset's class labels (model(x_t, t, y))")
+    dropout: float = Field(
+        0.0, ge=0, lt=1,
+        description="probability that a training label is replaced by 'no label' (> 0 trains the unconditional "
+        "model that classifier-free guidance needs; 0.1 is usual)",
+    )
+
+
+SECTIONS: dict[str, type[_Section]] = {
+    "diffusion": DiffusionSpec, "train": TrainSpec, "eval": EvalSpec, "condition": ConditionSpec,
+}
 TOP_LEVEL = ["description", "seed", "extends", *SLOTS, *SECTIONS]
 
 
@@ -95,11 +108,23 @@ class Experiment:
     metrics: tuple[Metric, ...]
     providers: dict[str, Provider]
     source: Path | None = None
+    condition: ConditionSpec = field(default_factory=ConditionSpec)
+    """Class-conditional training (the `condition` table); unconditional by default."""
     registry: Registry = field(default_factory=default_registry, repr=False, compare=False)
     """The registry it was resolved with: the pipeline builds samplers and the trainer calls run hooks from it."""
 
     def component(self, slot: str) -> Component:
         return getattr(self, slot)
+
+    @property
+    def conditional(self) -> bool:
+        """Whether the model is trained on class labels (`condition.labels`)."""
+        return self.condition.labels
+
+    @property
+    def num_classes(self) -> int | None:
+        """The dataset's class count for a conditional experiment; None for an unconditional one."""
+        return self.dataset.num_classes if self.conditional else None
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved experiment as plain data: every option, every provider."""
@@ -108,6 +133,8 @@ class Experiment:
             table[slot] = _component_table(self.component(slot), self.providers[slot])
         table["diffusion"] = self.diffusion.model_dump(mode="json")
         table["train"] = self.train.model_dump(mode="json")
+        if self.conditional:  # unconditional experiments resolve as they did before conditioning existed
+            table["condition"] = self.condition.model_dump(mode="json")
         table["eval"] = {
             **self.eval.model_dump(mode="json", exclude={"metrics"}),
             "metrics": [
@@ -193,6 +220,7 @@ def resolve(name: str, raw: dict[str, Any], registry: Registry, where: _Locator 
         raise ConfigError(f"{where(name, ['description'])}: experiment '{name}': description must be a string")
 
     diffusion = sections["diffusion"]
+    _check_condition(name, sections["condition"], components, where)
     try:
         components["loss"].check(diffusion.prediction, diffusion.variance)
     except ConfigError as exc:
@@ -204,12 +232,40 @@ def resolve(name: str, raw: dict[str, Any], registry: Registry, where: _Locator 
         diffusion=diffusion,
         train=sections["train"],
         eval=sections["eval"],
+        condition=sections["condition"],
         metrics=tuple(metrics),
         providers=providers,
         source=source,
         registry=registry,
         **components,
     )
+
+
+def _check_condition(name: str, condition: ConditionSpec, components: dict[str, Component], where: _Locator) -> None:
+    """A conditional experiment needs a dataset with classes; guidance other than 1 needs both of those
+    and an unconditional model (label dropout > 0)."""
+    guidance = components["sampler"].guidance
+    if condition.labels:
+        dataset = components["dataset"]
+        if not dataset.num_classes:
+            raise ConfigError(
+                f"{where(name, ['condition'])}: experiment '{name}': condition.labels = true, "
+                f"but dataset '{dataset.name}' has no class labels",
+                hint="condition on a dataset with classes (digits, shapes, eight_gaussians, moons, circles), "
+                "or remove `condition`",
+            )
+        if guidance != 1.0 and condition.dropout == 0:
+            raise ConfigError(
+                f"{where(name, ['sampler'])}: experiment '{name}': sampler guidance = {guidance:g} needs an "
+                "unconditional model, but condition.dropout = 0 never trains one",
+                hint="train with e.g. condition = { labels = true, dropout = 0.1 }, or use guidance = 1",
+            )
+    elif guidance != 1.0:
+        raise ConfigError(
+            f"{where(name, ['sampler'])}: experiment '{name}': sampler guidance = {guidance:g} applies only to "
+            "conditional experiments, and this one has no `condition`",
+            hint="add condition = { labels = true, dropout = 0.1 }, or remove `guidance`",
+        )
 
 
 def _build(registry: Registry, kind: str, table: Any, prefix: str) -> tuple[Entry, Component]:

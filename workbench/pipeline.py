@@ -6,6 +6,7 @@ checkpoint always meets the same network it was trained with.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -14,7 +15,7 @@ from workbench import plots, streams
 from workbench.batches import first_examples, select
 from workbench.components import Sampler
 from workbench.diffusion import Diffusion
-from workbench.errors import WorkbenchError
+from workbench.errors import ConfigError, WorkbenchError
 from workbench.experiment import Experiment
 from workbench.registry import validate_component
 
@@ -56,7 +57,12 @@ class Pipeline:
         self.shape = tuple(exp.dataset.shape)
         self.diffusion = Diffusion(exp.scheduler.betas(), exp.diffusion.prediction, exp.diffusion.variance)
         out_channels = exp.loss.out_channels(self.shape[0], exp.diffusion.variance)
-        self.model = exp.backbone.build(self.shape, out_channels).to(
+        self.num_classes = exp.num_classes
+        """K for a conditional experiment (labels 0..K-1, K = "no label"); None for an unconditional one."""
+        self.train_labels: torch.Tensor | None = None
+        self.held_out_labels: torch.Tensor | None = None
+        """Class indices of the training and held-out examples: set by load_data() for a conditional experiment."""
+        self.model = build_backbone(exp, self.shape, out_channels).to(
             device, memory_format=memory_format(self.shape, device, exp.train.precision, layout)
         )
         # The loss's own copy, told the data's levels (its decoder term needs them).
@@ -76,15 +82,41 @@ class Pipeline:
         its held-out examples are read into memory for evaluation.
         """
         data = self.exp.dataset.load()
+        labels = self._class_labels(data) if self.exp.conditional else None
         n_holdout = int(round(len(data) * self.exp.eval.holdout))
         if n_holdout == 0:
             train, held_out = data, data
+            if labels is not None:
+                self.train_labels = self.held_out_labels = labels.to(self.device)
         else:
             order = torch.randperm(len(data), generator=streams.generator(self.exp.seed, "holdout"))
             train, held_out = select(data, order[n_holdout:]), select(data, order[:n_holdout])
+            if labels is not None:
+                self.train_labels = labels[order[n_holdout:]].to(self.device)
+                self.held_out_labels = labels[order[:n_holdout]].to(self.device)
         if isinstance(data, torch.Tensor):
             return train.to(self.device), held_out.to(self.device)
         return train, first_examples(held_out, self.exp.eval.samples).to(self.device)
+
+    def _class_labels(self, data: Any) -> torch.Tensor:
+        """The dataset's class indices, checked against its examples and its class count."""
+        dataset = self.exp.dataset
+        if not isinstance(data, torch.Tensor):
+            raise WorkbenchError(
+                f"experiment '{self.exp.name}' is conditional, but dataset '{dataset.name}' streams from disk, "
+                "and conditional training reads labels of in-memory sets only",
+                hint="raise the dataset's in_memory_limit, or remove `condition`",
+            )
+        labels = dataset.class_labels()
+        if labels is None or len(labels) != len(data):
+            raise WorkbenchError(
+                f"dataset '{dataset.name}' declares {dataset.num_classes} classes but gives "
+                f"{'no' if labels is None else len(labels)} labels for its {len(data)} examples"
+            )
+        labels = labels.long()
+        if len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise WorkbenchError(f"dataset '{dataset.name}': a class label lies outside 0..{self.num_classes - 1}")
+        return labels
 
     def sampler(self, name: str | None = None, options: dict[str, Any] | None = None) -> Sampler:
         """The experiment's sampler with `options` changed, or another registered sampler with its options."""
@@ -96,6 +128,21 @@ class Pipeline:
         return exp.registry.build("sampler", name, **options)
 
 
+
+
+def build_backbone(exp: Experiment, shape: tuple[int, ...], out_channels: int) -> torch.nn.Module:
+    """The experiment's network; a conditional experiment's gets `num_classes`, which its backbone must accept."""
+    if not exp.conditional:
+        return exp.backbone.build(shape, out_channels)
+    backbone = exp.backbone
+    if "num_classes" not in inspect.signature(backbone.build).parameters:
+        provider = exp.providers["backbone"]
+        raise ConfigError(
+            f"experiment '{exp.name}' is conditional (condition.labels = true), but backbone '{backbone.name}' "
+            f"(from {provider.plugin}) cannot take class labels: its build() has no `num_classes` argument",
+            hint="use a backbone that takes labels (mlp, unet), or remove `condition`",
+        )
+    return backbone.build(shape, out_channels, num_classes=exp.num_classes)
 
 
 def noised_examples(exp: Experiment, steps: int, n: int) -> tuple[list[int], list[tuple[str, torch.Tensor]]]:

@@ -213,19 +213,38 @@ def draw_samples(
     batch_size: int | None = None,
     progress: Progress | None = None,
     return_trajectory: bool = False,
+    labels: torch.Tensor | None = None,
+    num_classes: int | None = None,
+    guidance: float | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
     """Samples of `shape` in batches of at most `batch_size` (the trajectory of the first batch only).
 
     Every batch draws from the one `generator` in turn, so the samples depend on
     the batch size (as they would with any sampler called batch by batch).
+
+    For a conditional `model(x_t, t, y)` with `num_classes` K: `labels` [n] are the
+    classes asked for, sampled at classifier-free guidance `guidance` (default: the
+    sampler's own) through workbench.guidance.Guided; labels None with K given
+    asks for every class equally often (0, 1, ..., K-1, 0, ...).
     """
+    from workbench.guidance import Guided, balanced_labels
+
     n = shape[0]
     batch_size = batch_size or n
+    if num_classes is not None and labels is None:
+        labels = balanced_labels(n, num_classes)
+    if labels is not None and (len(labels) != n or num_classes is None):
+        raise ValueError(f"{len(labels)} labels for {n} samples (and num_classes = {num_classes})")
+    if guidance is None:
+        guidance = sampler.guidance
     outputs, trajectory = [], None
     for start in range(0, n, batch_size):
         size = min(batch_size, n - start)
+        chain = model
+        if labels is not None:
+            chain = Guided(model, labels[start : start + size], guidance, num_classes, diffusion.learns_variance)
         result = sampler.sample(
-            model, diffusion, (size, *shape[1:]), generator=generator, progress=progress,
+            chain, diffusion, (size, *shape[1:]), generator=generator, progress=progress,
             return_trajectory=return_trajectory and start == 0,
         )
         if isinstance(result, tuple):

@@ -24,6 +24,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from workbench import batches, distributed, streams
+from workbench.guidance import WithLabels, drop_labels
 from workbench.pipeline import Pipeline
 from workbench.timesteps import timestep_sampler
 
@@ -63,7 +64,7 @@ class Trainer:
         """Endless shards, this rank's, of the global micro-batches (see workbench.batches)."""
         size = self.exp.train.batch_size // self.exp.train.accumulate
         if isinstance(train_data, torch.Tensor):
-            return batches.in_memory(train_data, size, self.generator, self.context)
+            return batches.in_memory(train_data, size, self.generator, self.context, self.pipeline.train_labels)
         start = self.steps_done * self.exp.train.accumulate  # the global batches already trained on
         return batches.streamed(train_data, size, self.exp.seed, start, self.context, self.device)
 
@@ -88,15 +89,16 @@ class Trainer:
         for micro in range(spec.accumulate):
             # This rank's shard of the global micro-batch, then t and noise for the whole
             # global micro-batch and this rank's shard of each.
-            x0 = next(source)
+            x0, y = self.unpack(next(source))
             size = len(x0) * self.context.world_size
             t, weights = self.timesteps.sample(size, self.device, self.generator)
             noise = torch.randn((size, *x0.shape[1:]), generator=self.generator, dtype=x0.dtype, device=self.device)
             t, weights, noise = (distributed.shard(v, self.context) for v in (t, weights, noise))
+            model = self.forward if y is None else WithLabels(self.forward, self.drop_labels(y, size))
             last = micro == spec.accumulate - 1
             with self.ddp.no_sync() if self.ddp is not None and not last else nullcontext():
                 with torch.autocast(self.device.type, dtype=torch.bfloat16) if self.autocast else nullcontext():
-                    terms = self.loss.terms(self.forward, self.diffusion, x0, t, noise, weights.to(x0.dtype))
+                    terms = self.loss.terms(model, self.diffusion, x0, t, noise, weights.to(x0.dtype))
                 loss = terms.loss.mean()
                 (loss / spec.accumulate).backward()
             self.timesteps.update(t, terms.bound)
@@ -110,6 +112,24 @@ class Trainer:
         self.update_ema()
         self.steps_done += 1
         return total, by_quarter
+
+    @staticmethod
+    def unpack(batch: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(x0, labels) of a conditional run's batch; (x0, None) of an unconditional one's."""
+        return (batch[0], batch[1]) if isinstance(batch, tuple) else (batch, None)
+
+    def drop_labels(self, y: torch.Tensor, size: int) -> torch.Tensor:
+        """This rank's labels, each replaced by "no label" with probability condition.dropout.
+
+        The coin flips are drawn for the whole global micro-batch of `size` from the
+        training generator, after t and noise, and sharded like them, so the result
+        does not depend on the number of processes. No draw at all with dropout 0.
+        """
+        p = self.exp.condition.dropout
+        if p == 0:
+            return y
+        drop = torch.rand(size, generator=self.generator, device=self.device) < p
+        return drop_labels(y, distributed.shard(drop, self.context), self.pipeline.num_classes)
 
     @torch.no_grad()
     def update_ema(self) -> None:

@@ -42,6 +42,11 @@ class TimeEmbedding(nn.Module):
         return self.linear_2(F.silu(self.linear_1(emb)))
 
 
+def null_labels(y: None, num_classes: int, x: torch.Tensor) -> torch.Tensor:
+    """The "no label" index K for every example of the batch x: what a conditional net reads when y is None."""
+    return torch.full((x.shape[0],), num_classes, dtype=torch.long, device=x.device)
+
+
 def zero_init(module: nn.Module) -> nn.Module:
     """Zero every parameter of `module` and return it.
 

@@ -18,6 +18,10 @@ blocks of num_res_blocks + 1 res blocks that each take one skip): with scale_shi
 UNet2DModel with the same widths and attention levels has the same parameters and, its weights
 copied in, computes the same function (tests/test_backbones.py checks it). Only the
 initialisation differs: the last layer of every residual branch is zeroed here.
+
+Built with `num_classes = K`, a learned embedding of the label y in 0..K (K: "no label") is
+added to the time embedding before its SiLU (improved-diffusion's `label_emb`; diffusers'
+`class_embedding` of UNet2DModel with num_class_embeds = K + 1), and the model is `model(x_t, t, y)`.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workbench.plugins.nets.layers import TimeEmbedding, zero_init
+from workbench.plugins.nets.layers import TimeEmbedding, null_labels, zero_init
 
 
 class ResBlock(nn.Module):
@@ -182,9 +186,11 @@ class UNet(nn.Module):
         scale_shift: bool = True,
         groups: int = 32,
         conv_downsample: bool = True,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
         embed_dim = 4 * channels
+        self.num_classes = num_classes
         widths = [channels * m for m in channel_mult]
         block = dict(groups=groups, dropout=dropout, scale_shift=scale_shift)
 
@@ -195,6 +201,7 @@ class UNet(nn.Module):
             return Attention(width, heads, groups)
 
         self.time_embed = TimeEmbedding(channels, embed_dim)
+        self.label_embed = nn.Embedding(num_classes + 1, embed_dim) if num_classes else None
         self.conv_in = nn.Conv2d(in_channels, widths[0], 3, padding=1)
 
         # Encoder: remember the width of every skip it leaves for the decoder.
@@ -228,8 +235,11 @@ class UNet(nn.Module):
         self.norm_out = nn.GroupNorm(groups, width)
         self.conv_out = zero_init(nn.Conv2d(width, out_channels, 3, padding=1))
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        emb = F.silu(self.time_embed(t, x.shape[0]))  # every res block's projection starts with SiLU
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        emb = self.time_embed(t, x.shape[0])
+        if self.label_embed is not None:
+            emb = emb + self.label_embed(null_labels(y, self.num_classes, x) if y is None else y)
+        emb = F.silu(emb)  # every res block's projection starts with SiLU
         h = self.conv_in(x)
         skips = [h]
         for level in self.down:
