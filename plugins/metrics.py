@@ -12,7 +12,10 @@ with the value and the pictures and tables it leaves in the run directory.
 - `fd`: Frechet distance in the features of a small classifier trained on the
   dataset's own labels (suited to images); the network is described in
   plugins/nets/features.py. Its values compare runs within the workbench only,
-  never with published FIDs.
+  never with published FIDs. For a conditional run it is also computed per
+  class (each class's samples against that class's held-out data).
+- `accuracy`: for a conditional run, the share of samples that the `fd`
+  classifier assigns to the class they were asked for; per class and overall.
 """
 
 from __future__ import annotations
@@ -124,7 +127,59 @@ class FrechetDistance(Metric):
         config = FeatureConfig(feature_dim=self.feature_dim, train_steps=self.train_steps, batch_size=self.batch_size)
         cache = evaluation.cache_dir / "features" if evaluation.cache_dir is not None else None
         net = feature_network(evaluation.dataset, config, cache_dir=cache, progress=evaluation.announce)
-        return feature_frechet_distance(net, evaluation.samples, evaluation.data)
+        overall = feature_frechet_distance(net, evaluation.samples, evaluation.data)
+        if evaluation.labels is None or evaluation.data_labels is None:
+            return overall
+        per_class = {}
+        for k, name in enumerate(evaluation.class_names):
+            mine, theirs = evaluation.samples[evaluation.labels == k], evaluation.data[evaluation.data_labels == k]
+            if len(mine) >= 2 and len(theirs) >= 2:  # a covariance needs two of each
+                per_class[name] = feature_frechet_distance(net, mine, theirs)
+        return MetricResult(overall, {"fd_per_class.json": {"overall": overall, "per_class": per_class}})
+
+
+class Accuracy(Metric):
+    """Share of a conditional run's samples that the dataset's own classifier (fd's) assigns to the class asked for."""
+
+    name = "accuracy"
+    higher_is_better = True
+
+    feature_dim: int = Field(64, ge=2, le=2048, description="the classifier's penultimate width (fd's, to share its cache)")
+    train_steps: int = Field(300, ge=1, le=1_000_000, description="training steps of the classifier (fd's)")
+    batch_size: int = Field(128, ge=2, le=65536, description="examples per training step of the classifier (fd's)")
+
+    def compute(self, evaluation: Evaluation) -> MetricResult:
+        """Overall accuracy; per class (by name) in accuracy.json, beside the classifier's own held-out accuracy."""
+        import torch
+
+        from workbench.errors import ConfigError
+        from workbench.plugins.nets.features import FeatureConfig, feature_network
+
+        if evaluation.labels is None or evaluation.class_names is None:
+            raise ConfigError(
+                "metric 'accuracy' scores the class of samples asked for a class, but this run is not conditional",
+                hint="train with condition = { labels = true, dropout = 0.1 }",
+            )
+        config = FeatureConfig(feature_dim=self.feature_dim, train_steps=self.train_steps, batch_size=self.batch_size)
+        cache = evaluation.cache_dir / "features" if evaluation.cache_dir is not None else None
+        net = feature_network(evaluation.dataset, config, cache_dir=cache, progress=evaluation.announce)
+        if not net.trained or net.head.out_features != len(evaluation.class_names):
+            raise ConfigError(
+                f"metric 'accuracy': dataset '{evaluation.dataset.name}' gives no classifier of its "
+                f"{len(evaluation.class_names)} classes (it needs every class among its labels, held in memory)"
+            )
+        samples = evaluation.samples
+        net = net.to(samples.device)
+        # The classifier's outputs are the sorted distinct labels, which are the class indices 0..K-1.
+        predicted = torch.cat([net(chunk.float()).argmax(dim=1) for chunk in samples.split(1024)])
+        hit = (predicted == evaluation.labels.to(predicted.device)).double()
+        per_class = {
+            name: float(hit[evaluation.labels == k].mean())
+            for k, name in enumerate(evaluation.class_names) if bool((evaluation.labels == k).any())
+        }
+        overall = float(hit.mean())
+        table = {"overall": overall, "per_class": per_class, "classifier_accuracy": net.accuracy}
+        return MetricResult(overall, {"accuracy.json": table})
 
 
 class _Coverage(Metric):
@@ -174,5 +229,5 @@ class Recall(_Coverage):
 
 @hookimpl
 def register_metrics(register):
-    for cls in (NLL, SlicedWasserstein, FrechetDistance, Precision, Recall):
+    for cls in (NLL, SlicedWasserstein, FrechetDistance, Accuracy, Precision, Recall):
         register(cls)

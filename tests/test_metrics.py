@@ -214,3 +214,46 @@ def test_precision_and_recall_see_a_missing_mode_and_share_one_computation():
     one = scores(draw(2000, 1))
     assert one["precision"] > 0.85 and one["recall"] < 0.55
     assert wb.build("metric", "precision").higher_is_better and wb.build("metric", "recall").higher_is_better
+
+
+# --- conditional runs: accuracy and fd per class ---------------------------------------------
+
+
+def conditional_evaluation(digits, samples, labels, data, data_labels) -> Evaluation:
+    return Evaluation(
+        model=stand_in_model, diffusion=diffusion(), data=data, levels=17, sampler=wb.build("sampler", "ddpm"),
+        num_samples=len(samples), dataset=digits, samples_given=samples, labels=labels, data_labels=data_labels,
+        class_names=digits.class_names,
+    )
+
+
+def test_accuracy_is_the_share_the_classifier_assigns_to_the_class_asked_for(digits):
+    images, labels = digits.load()[:N], digits.class_labels()[:N]
+    net = feature_network(digits, FeatureConfig())
+    with torch.no_grad():
+        predicted = net(images).argmax(dim=1)
+    # Real digits asked for their own class: exactly the classifier's agreement with the labels.
+    evaluation = conditional_evaluation(digits, images, labels, images, labels)
+    results = evaluate([wb.build("metric", "accuracy")], evaluation)
+    assert results.values["accuracy"] == pytest.approx(float((predicted == labels).double().mean()), abs=1e-12)
+    table = results.artifacts["accuracy.json"]
+    for k, name in enumerate(digits.class_names):
+        mine = labels == k
+        assert table["per_class"][name] == pytest.approx(float((predicted[mine] == k).double().mean()), abs=1e-12)
+    assert results.values["accuracy"] > 0.9  # a working classifier of real digits
+    # Asked for the next class instead: the classifier disagrees almost always.
+    wrong = conditional_evaluation(digits, images, (labels + 1) % 10, images, labels)
+    assert evaluate([wb.build("metric", "accuracy")], wrong).values["accuracy"] < 0.1
+    # fd per class: each class's samples against that class's data (here the same images: 0).
+    fd = evaluate([wb.build("metric", "fd")], evaluation)
+    per_class = fd.artifacts["fd_per_class.json"]["per_class"]
+    assert set(per_class) == set(digits.class_names) and max(abs(v) for v in per_class.values()) < 1e-6
+
+
+def test_accuracy_of_an_unconditional_run_is_a_clear_error(digits, real):
+    evaluation = Evaluation(
+        model=stand_in_model, diffusion=diffusion(), data=real[1], levels=17, sampler=wb.build("sampler", "ddpm"),
+        num_samples=N, dataset=digits, samples_given=real[0],
+    )
+    with pytest.raises(ConfigError, match="not conditional"):
+        evaluate([wb.build("metric", "accuracy")], evaluation)
