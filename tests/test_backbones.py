@@ -76,11 +76,17 @@ def test_timestep_embedding_matches_the_closed_form():
     dim = 6
     emb = timestep_embedding(t, dim)
     half = dim // 2
+    u = 2.0**-24  # float32's unit roundoff: the embedding is computed in float32
     for row, step in enumerate(t.tolist()):
         for i in range(half):
             w = 10000 ** (-i / half)
-            assert emb[row, i].item() == pytest.approx(math.cos(step * w), abs=1e-5)
-            assert emb[row, half + i].item() == pytest.approx(math.sin(step * w), abs=1e-5)
+            # w_i = exp(x_i), x_i = -ln(10^4) i / half rounded twice (2u |x_i|), exp within 1 ulp (2u):
+            # w_i is within (2 |x_i| + 2) u relatively, t w_i one rounding more; cos and sin pass an
+            # argument's error on at most unchanged and add their own ulp (2u).
+            x = math.log(10000) * i / half
+            bound = (abs(step * w) * (2 * x + 3) + 2) * u
+            assert emb[row, i].item() == pytest.approx(math.cos(step * w), rel=0, abs=bound)
+            assert emb[row, half + i].item() == pytest.approx(math.sin(step * w), rel=0, abs=bound)
     odd = timestep_embedding(t, 7)
     assert odd.shape == (4, 7) and torch.equal(odd[:, :6], emb) and not odd[:, 6].any()
 
