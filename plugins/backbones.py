@@ -36,7 +36,7 @@ class MLPBackbone(Backbone):
         "(for data in [-1, 1]: lets the MLP fit thin shapes); 0: x only",
     )
 
-    def build(self, data_shape: tuple[int, ...], out_channels: int) -> torch.nn.Module:
+    def build(self, data_shape: tuple[int, ...], out_channels: int, num_classes: int | None = None) -> torch.nn.Module:
         if len(data_shape) != 1:
             raise ConfigError(
                 f"backbone 'mlp' is for vector data (one example of shape (D,)), "
@@ -54,6 +54,7 @@ class MLPBackbone(Backbone):
             dropout=self.dropout,
             layer_norm=self.layer_norm,
             fourier_features=self.fourier_features,
+            num_classes=num_classes,
         )
 
 
@@ -158,7 +159,9 @@ class UNetBackbone(Backbone):
                 )
         return levels
 
-    def diffusers_config(self, data_shape: tuple[int, ...], out_channels: int) -> dict[str, Any]:
+    def diffusers_config(
+        self, data_shape: tuple[int, ...], out_channels: int, num_classes: int | None = None
+    ) -> dict[str, Any]:
         """Keyword arguments for diffusers' UNet2DModel that build this same network.
 
         Both have the same layers under other names (the layout of
@@ -193,9 +196,11 @@ class UNetBackbone(Backbone):
             resnet_time_scale_shift="scale_shift" if self.scale_shift else "default",
             add_attention=self.mid_attention,
             dropout=self.dropout,
+            # K classes and the "no label" index K: diffusers' class_embedding, added to the time embedding.
+            num_class_embeds=num_classes + 1 if num_classes else None,
         )
 
-    def build(self, data_shape: tuple[int, ...], out_channels: int) -> torch.nn.Module:
+    def build(self, data_shape: tuple[int, ...], out_channels: int, num_classes: int | None = None) -> torch.nn.Module:
         levels = self.attention_levels(data_shape)
         from workbench.plugins.nets.unet import UNet
 
@@ -213,6 +218,7 @@ class UNetBackbone(Backbone):
             scale_shift=self.scale_shift,
             groups=self.groups,
             conv_downsample=self.downsample == "conv",
+            num_classes=num_classes,
         )
 
 

@@ -253,6 +253,7 @@ def copy_diffusers_weights(ours: torch.nn.Module, theirs: torch.nn.Module) -> No
         "mid_block.attentions.0.": "mid.attention.", "conv_norm_out.": "norm_out.",
         "downsamplers.0.": "downsample.", "upsamplers.0.": "upsample.", "time_emb_proj.": "emb_proj.",
         "conv_shortcut.": "skip.", "group_norm.": "norm.", "to_out.0.": "proj.",
+        "class_embedding.": "label_embed.",
     }
     state = {}
     for key, value in source.items():
@@ -365,3 +366,55 @@ def test_parameter_count_matches_the_built_module(registry, name, shape, options
     backbone = registry.build("backbone", name, **options)
     out = 2 * shape[0]
     assert backbone.parameter_count(shape, out) == sum(p.numel() for p in backbone.build(shape, out).parameters())
+
+
+# --- class labels ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, shape, options", [
+    ("mlp", (3,), dict(width=16, depth=2)),
+    ("unet", (1, 8, 8), dict(SMALL, channel_mult=[1, 2])),
+])
+def test_labels_condition_each_example_and_none_is_the_null_label(registry, name, shape, options):
+    """model(x_t, t, y): a learned label embedding (K classes plus "no label", index K) added to the time embedding."""
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    backbone = registry.build("backbone", name, **options)
+    model = randomize_zero_init(backbone.build(shape, shape[0], num_classes=3).double(), g)
+    assert model.label_embed.num_embeddings == 4
+    assert backbone.parameter_count(shape, shape[0], num_classes=3) == sum(p.numel() for p in model.parameters())
+    x, _ = inputs(shape, 1, g, torch.float64)
+    x, t = x.expand(4, *shape), torch.full((4,), 20)
+    y = torch.tensor([0, 1, 2, 3])
+    out = model(x, t, y)
+    # float64: a real dependence on y is far above rounding
+    assert all((out[i] - out[j]).abs().max() > 1e-6 for i in range(4) for j in range(i))
+    for i in range(4):
+        torch.testing.assert_close(model(x[i : i + 1], t[i : i + 1], y[i : i + 1]), out[i : i + 1])
+    assert torch.equal(model(x, t), model(x, t, torch.full((4,), 3)))  # y None: "no label"
+    check_gradients_with_labels(backbone.build(shape, shape[0], num_classes=3), shape, g)
+
+
+def check_gradients_with_labels(model: torch.nn.Module, shape: tuple[int, ...], g: torch.Generator) -> None:
+    randomize_zero_init(model, g)
+    x, t = inputs(shape, 4, g)
+    model(x, t, torch.tensor([0, 1, 2, 3])).square().sum().backward()
+    assert model.label_embed.weight.grad.abs().sum(dim=1).gt(0).all()  # every row, "no label" too, learns
+
+
+def test_conditional_unet_computes_the_same_function_as_diffusers_with_num_class_embeds(registry):
+    diffusers = pytest.importorskip("diffusers")
+    g = torch.Generator().manual_seed(0)
+    options = dict(channels=8, channel_mult=[1, 2], num_res_blocks=1, attention_resolutions=[4], groups=4, head_channels=4)
+    shape = (1, 8, 8)
+    component = registry.build("backbone", "unet", **options)
+    ours = component.build(shape, 1, num_classes=10).double()
+    config = component.diffusers_config(shape, 1, num_classes=10)
+    assert config["num_class_embeds"] == 11
+    theirs = diffusers.UNet2DModel(**config).double()
+    assert component.parameter_count(shape, 1, num_classes=10) == sum(p.numel() for p in theirs.parameters())
+    theirs.class_embedding.weight.data.normal_(generator=g)
+    copy_diffusers_weights(ours, theirs)
+    x, _ = inputs(shape, 3, g, torch.float64)
+    t, y = torch.tensor([3, 500, 870]), torch.tensor([0, 7, 10])
+    torch.testing.assert_close(ours(x, t, y), theirs(x, t, class_labels=y).sample)

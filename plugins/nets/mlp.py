@@ -5,7 +5,9 @@
              -> norm -> SiLU -> Linear (zero-initialised) -> [B, out_dim]
 
 Each block is the vector version of the U-Net's residual block: the time embedding is
-projected and added inside every block, so every depth sees t.
+projected and added inside every block, so every depth sees t. Built with `num_classes = K`,
+a learned embedding of the label y in 0..K (K: "no label") is added to the time embedding
+(improved-diffusion's `label_emb`), and the model is `model(x_t, t, y)`.
 
 With `fourier_features = L > 0` the input layer sees, besides x, sin and cos of pi 2^j x for
 every coordinate and j < L (the positional encoding of NeRF, Mildenhall et al. 2020; Tancik et
@@ -22,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workbench.plugins.nets.layers import TimeEmbedding, zero_init
+from workbench.plugins.nets.layers import TimeEmbedding, null_labels, zero_init
 
 
 def _norm(width: int, layer_norm: bool) -> nn.Module:
@@ -68,17 +70,23 @@ class MLP(nn.Module):
         dropout: float = 0.0,
         layer_norm: bool = True,
         fourier_features: int = 0,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
         self.fourier_features = fourier_features
         self.time_embed = TimeEmbedding(time_embed_dim, width)
+        self.num_classes = num_classes
+        self.label_embed = nn.Embedding(num_classes + 1, width) if num_classes else None
         self.input = nn.Linear(data_dim * (1 + 2 * fourier_features), width)
         self.blocks = nn.ModuleList(ResidualBlock(width, width, dropout, layer_norm) for _ in range(depth))
         self.out_norm = _norm(width, layer_norm)
         self.output = zero_init(nn.Linear(width, out_dim))
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        emb = F.silu(self.time_embed(t, x.shape[0]))  # every block's projection starts with SiLU
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        emb = self.time_embed(t, x.shape[0])
+        if self.label_embed is not None:
+            emb = emb + self.label_embed(null_labels(y, self.num_classes, x) if y is None else y)
+        emb = F.silu(emb)  # every block's projection starts with SiLU
         h = self.input(fourier_features(x, self.fourier_features))
         for block in self.blocks:
             h = block(h, emb)
