@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -230,3 +231,74 @@ def test_a_third_party_plugin_that_fails_to_import(tmp_path):
 
     result = run_wb("list", env={**env, "WB_DISABLE_PLUGINS": "bad"})
     assert result.returncode == 0 and result.stderr == ""
+
+
+# --- conditional runs: wb sample --class --guidance ------------------------------------------
+
+CONDITIONAL = EXPERIMENTS + """
+[cond]
+extends = "tiny"
+dataset = { name = "eight_gaussians", n = 200 }
+condition = { labels = true, dropout = 0.1 }
+sampler = { name = "ddim", steps = 5, guidance = 2.0 }
+eval = { samples = 40 }
+
+[cond_nodrop]
+extends = "cond"
+condition = { dropout = 0.0 }
+sampler = { name = "ddim", steps = 5, guidance = 1.0 }
+"""
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A directory with a tiny conditional run, one trained without label dropout, and an unconditional one."""
+    path = tmp_path_factory.mktemp("cond")
+    (path / "experiments.toml").write_text(CONDITIONAL)
+    old = os.getcwd()
+    os.chdir(path)
+    try:
+        for name in ("cond", "cond_nodrop", "tiny"):
+            result = CliRunner().invoke(make_app(), ["run", name, "--set", "train.steps=3"], env={"WB_RUNS_DIR": str(path / "runs")})
+            assert result.exit_code == 0, result.output
+    finally:
+        os.chdir(old)
+    return path
+
+
+@pytest.fixture
+def wb_trained(trained, monkeypatch):
+    monkeypatch.chdir(trained)
+    monkeypatch.setenv("WB_RUNS_DIR", str(trained / "runs"))
+    monkeypatch.delenv("WB_EXPERIMENTS", raising=False)
+    return lambda *args: CliRunner().invoke(make_app(), list(args))
+
+
+def test_sample_one_class_by_index_or_name_and_all_classes_at_several_scales(wb_trained, trained):
+    from PIL import Image
+
+    result = wb_trained("sample", "cond", "--class", "3", "-n", "8", "--guidance", "2")
+    assert result.exit_code == 0, result.output
+    assert "8 samples per scale" in result.output
+    assert wb_trained("sample", "cond", "--class", "northwest", "-n", "8").exit_code == 0
+    result = wb_trained("sample", "cond", "--class", "all", "-n", "4", "--guidance", "0,1,2,4", "--npz")
+    assert result.exit_code == 0, result.output
+    [png] = (trained / "runs" / "cond").glob("*/samples-ddim-classall-g0-1-2-4-seed0.png")
+    assert Image.open(png).width > 4 * 100  # four panels side by side
+    saved = np.load(png.with_suffix(".npz"))
+    assert saved["labels"].tolist() == [k for k in range(8) for _ in range(4)]
+    assert saved["guidance"].tolist() == [0, 1, 2, 4] and saved["samples_3"].shape == (32, 2)
+
+
+@pytest.mark.parametrize("run, args, expected", [
+    ("cond", ["--class", "8"], "class 8 is out of range"),
+    ("cond", ["--class", "up"], "has no class 'up'"),
+    ("tiny", ["--class", "1"], "is not conditional"),
+    ("tiny", ["--guidance", "2"], "applies to conditional runs only"),
+    ("cond_nodrop", ["--guidance", "2"], "condition.dropout = 0"),
+    ("cond", ["--guidance", "2,x"], "numbers separated by commas"),
+    ("cond", ["--guidance", "-1"], ">= 0"),
+])
+def test_bad_class_and_guidance_are_clear_messages(wb_trained, run, args, expected):
+    result = wb_trained("sample", run, "-n", "4", *args)
+    assert result.exit_code != 0 and expected in " ".join(result.output.split()) and "Traceback" not in result.output

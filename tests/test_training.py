@@ -53,6 +53,12 @@ train = { batch_size = 16 }
 extends = "tiny_unet"
 train = { precision = "bf16" }
 
+[tiny_cond]
+extends = "tiny"
+dataset = { name = "eight_gaussians", n = 600 }
+condition = { labels = true, dropout = 0.2 }
+sampler = { name = "ddim", steps = 10, guidance = 2.0 }
+
 [tiny_streamed]
 extends = "tiny_unet"
 dataset = { name = "folder", path = "images", size = 8, in_memory_limit = 0 }
@@ -314,3 +320,45 @@ def test_the_python_api_trains_opens_and_samples(workdir):
     x = opened.sample(16, sampler="ddim", steps=5, seed=3)
     assert x.shape == (16, 2) and torch.isfinite(x).all()
     assert torch.equal(x, opened.sample(16, sampler="ddim", steps=5, seed=3))
+
+
+# --- conditional runs -----------------------------------------------------------------------
+
+
+def test_a_conditional_run_trains_on_labels_with_dropout_and_samples_each_class(workdir):
+    exp = wb.load_experiment("tiny_cond", file="experiments.toml", overrides=["train.steps=3", "eval.metrics=[]"])
+    run = wb.train(exp)
+    opened = wb.open_run(run.dir)
+    model = opened.pipeline().model
+    assert model.label_embed.num_embeddings == 9  # 8 classes and "no label"
+    x = opened.sample(16, labels=3, guidance=1.0, sampler="ddim", steps=5)
+    assert x.shape == (16, 2) and torch.isfinite(x).all()
+    by_name = opened.sample(16, labels="northwest", guidance=1.0, sampler="ddim", steps=5)
+    assert torch.equal(x, by_name)
+    unclipped = dict(labels=3, sampler="ddim", steps=5, clip_denoised=False)
+    assert not torch.equal(opened.sample(16, guidance=1.0, **unclipped), opened.sample(16, guidance=3.0, **unclipped))
+    for bad, message in ((8, "class 8 is out of range"), ("up", "has no class 'up'")):
+        with pytest.raises(wb.ConfigError, match=message):
+            opened.sample(4, labels=bad)
+    assert (run.dir / "samples.png").exists()
+
+
+def test_label_dropout_draws_from_the_training_stream_after_t_and_noise(workdir):
+    """One coin per example of the global batch, from the training generator after t and noise (so the
+    process count does not change them); an unconditional run's draws are the same as before conditioning."""
+    exp = wb.load_experiment("tiny_cond", file="experiments.toml")
+    trainer, train_data, _ = prepare(exp, torch.device("cpu"))
+    g = torch.Generator().set_state(trainer.generator.get_state())
+    x0, y = next(trainer.batches(train_data))
+    index = torch.randint(len(train_data), (64,), generator=g)
+    assert y.dtype == torch.long and len(y) == len(x0) == 64 and torch.equal(y, trainer.pipeline.train_labels[index])
+    trainer.timesteps.sample(64, torch.device("cpu"), trainer.generator)
+    torch.randn((64, 2), generator=trainer.generator)
+    trainer.timesteps.sample(64, torch.device("cpu"), g)
+    torch.randn((64, 2), generator=g)
+    drop = torch.rand(64, generator=g) < 0.2
+    assert torch.equal(trainer.drop_labels(y, 64), torch.where(drop, 8, y))
+    assert 0 < int(drop.sum()) < 64
+
+    plain, data, _ = prepare(wb.load_experiment("tiny", file="experiments.toml"), torch.device("cpu"))
+    assert isinstance(next(plain.batches(data)), torch.Tensor)  # no labels, no extra draws

@@ -285,6 +285,12 @@ def sample(
     out: Optional[Path] = typer.Option(None, "--out", help="PNG to write (default: in the run directory)"),
     npz: bool = typer.Option(False, "--npz", help="also write the raw samples as .npz beside the PNG"),
     device: Optional[str] = DeviceOption,
+    class_: Optional[str] = typer.Option(
+        None, "--class", help="conditional runs: the class to draw (index or name), or 'all' for -n of each, one row each"
+    ),
+    guidance: Optional[str] = typer.Option(
+        None, "--guidance", help="conditional runs: guidance scale(s) s, e.g. 2 or 0,1,2,4 (one panel each, same noise)"
+    ),
 ) -> None:
     """Draw samples from a run's EMA model with any sampler; show them and write a PNG."""
     import time
@@ -302,6 +308,9 @@ def sample(
         options[key] = value
     if steps is not None:
         options["steps"] = steps
+    if class_ is not None or guidance is not None:
+        _sample_classes(run, n, class_, guidance, sampler, seed, steps, out, npz, _device(device), options)
+        return
     start = time.perf_counter()
     samples = run.sample(n, sampler=sampler, seed=seed, device=_device(device), **options)
     seconds = time.perf_counter() - start
@@ -314,6 +323,43 @@ def sample(
         np.savez_compressed(path.with_suffix(".npz"), samples=samples.cpu().numpy())
     console.print(terminal_samples(samples))
     console.print(f"{n} samples with {name} in {seconds:.1f} s -> {path}", soft_wrap=True)
+
+
+def _sample_classes(run, n, class_, guidance, sampler, seed, steps, out, npz, device, options) -> None:
+    """`wb sample --class K|NAME|all --guidance S[,S...]`: one labelled row per class, one panel per scale."""
+    import time
+
+    from workbench.class_sheet import class_sheet, class_title, side_by_side
+    from workbench.display import terminal_samples
+    from workbench.guidance import parse_scales
+
+    scales = parse_scales(guidance)
+    start = time.perf_counter()
+    drawn, labels = run.sample_classes(n, class_ or "all", scales, sampler=sampler, seed=seed, device=device, **options)
+    seconds = time.perf_counter() - start
+    names = run.experiment.dataset.class_names
+    sheets = [(f"guidance {s:g}", class_sheet(x, labels, names)) for s, x in drawn]
+    name = sampler or run.experiment.sampler.name
+    which = "all" if class_ in (None, "all") else str(int(labels[0]))
+    scale_text = "-".join(f"{s:g}" for s, _ in drawn)
+    path = out or _unused(run.dir / f"samples-{name}{f'-{steps}' if steps else ''}-class{which}-g{scale_text}-seed{seed}.png")
+    (side_by_side(sheets) if len(sheets) > 1 else sheets[0][1]).save(path)
+    if npz:
+        import numpy as np
+
+        np.savez_compressed(
+            path.with_suffix(".npz"), labels=labels.numpy(), guidance=np.array([s for s, _ in drawn]),
+            **{f"samples_{i}": x.cpu().numpy() for i, (_, x) in enumerate(drawn)},
+        )
+    for s, x in drawn:
+        console.print(f"[bold]guidance {s:g}[/bold]")
+        if x.ndim > 2:
+            for k in sorted(set(labels.tolist())):
+                console.print(class_title(k, names))
+                console.print(terminal_samples(x[labels == k]))
+        else:
+            console.print(terminal_samples(x))
+    console.print(f"{len(labels)} samples per scale with {name} in {seconds:.1f} s -> {path}", soft_wrap=True)
 
 
 def _unused(path: Path) -> Path:

@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 import torch
 
 from workbench import plots, runs, streams
+from workbench.class_sheet import save_class_sheet
 from workbench.components import Evaluation, Metric
 from workbench.display import save_samples
 from workbench.errors import WorkbenchError
@@ -50,7 +51,12 @@ def report_run(
     samples = evaluation.samples
     shown = samples if samples.ndim == 2 else samples[: exp.train.preview]
     events.samples(shown, held_out, exp.sampler.name)
-    save_samples(shown, run_dir / "samples.png", data=held_out)
+    if evaluation.labels is not None:  # a conditional run: one labelled row (or scatter) per class
+        save_class_sheet(
+            run_dir / "samples.png", samples, evaluation.labels, evaluation.class_names, held_out, evaluation.data_labels
+        )
+    else:
+        save_samples(shown, run_dir / "samples.png", data=held_out)
     save_pictures(run_dir, pipeline, ema, held_out)
     events.written(run_dir, PICTURES)
     return evaluate_into(run_dir, evaluation, exp.metrics).values if metrics else {}
@@ -62,7 +68,9 @@ def save_pictures(run_dir: Path, pipeline: Pipeline, ema: Callable, held_out: to
     images = len(pipeline.shape) > 1
     n = 8 if images else 500
     generator = streams.generator(exp.seed, "trajectory", pipeline.device)
-    _, trajectory = draw_samples(exp.sampler, ema, diffusion, (n, *pipeline.shape), generator, return_trajectory=True)
+    _, trajectory = draw_samples(
+        exp.sampler, ema, diffusion, (n, *pipeline.shape), generator, return_trajectory=True, num_classes=pipeline.num_classes
+    )
     frames = plots.evenly_spaced_steps(len(trajectory), min(8, len(trajectory)))
     reverse = [(f"{i}/{len(trajectory) - 1}", trajectory[i].cpu()) for i in frames]
     plots.save_rows([(f"reverse process ({exp.sampler.name}), noise to data", plots.panels(reverse))], run_dir / "trajectory.png")
@@ -78,7 +86,10 @@ def preview_samples(pipeline: Pipeline, ema: Callable) -> torch.Tensor:
     exp = pipeline.exp
     n = exp.train.preview if len(pipeline.shape) > 1 else 1000
     generator = streams.generator(exp.seed, "preview", pipeline.device)
-    return draw_samples(exp.sampler, ema, pipeline.diffusion, (n, *pipeline.shape), generator, exp.eval.batch_size)
+    return draw_samples(
+        exp.sampler, ema, pipeline.diffusion, (n, *pipeline.shape), generator, exp.eval.batch_size,
+        num_classes=pipeline.num_classes,
+    )
 
 
 def evaluate_run(
