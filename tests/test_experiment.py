@@ -209,3 +209,12 @@ def test_bad_conditions_are_clear_errors(tmp_path, registry, override, expected)
 def test_guidance_on_an_unconditional_experiment_is_an_error(tmp_path, registry):
     with pytest.raises(ConfigError, match=r"guidance = 2 applies only to conditional experiments"):
         load_experiment("base", file=write(tmp_path, BASE), overrides=["sampler={ name = \"ddim\", guidance = 2.0 }"], registry=registry)
+
+
+def test_the_shipped_conditional_experiments_are_conditional(registry):
+    path = Path(__file__).resolve().parents[1] / "experiments.toml"
+    gaussians = load_experiment("gaussians_cond", file=path, registry=registry)
+    assert gaussians.num_classes == 8 and gaussians.condition.dropout > 0 and gaussians.sampler.guidance > 1
+    assert [m.name for m in gaussians.metrics] == ["swd", "accuracy"]
+    digits = load_experiment("digits_cond", file=path, registry=registry)
+    assert digits.num_classes == 10 and digits.condition.dropout > 0 and digits.backbone.name == "unet"
