@@ -65,18 +65,32 @@ def test_a_plugin_given_directly_records_its_provider():
     assert entry.cls is Flat and entry.provider.plugin == "mine" and entry.provider.distribution is None
 
 
-def test_duplicate_names_are_an_error_naming_both_providers(registry):
+def test_a_plugin_shadowing_a_built_in_name_leaves_the_built_in_with_one_warning(registry, capsys):
+    """An existing experiment that says `linear` keeps meaning the built-in; `other:linear` picks the plugin's."""
     registry.add_plugin("other", make_plugin("other", Linear), "workbench-other", "2.0")
-    with pytest.raises(ConfigError) as excinfo:
-        registry.get("scheduler", "linear")
-    message = str(excinfo.value)
-    assert "schedulers (workbench" in message and "other (workbench-other 2.0)" in message
-    assert "'schedulers:linear'" in message and "'other:linear'" in message
+    entry = registry.get("scheduler", "linear")
+    assert entry.provider.plugin == "schedulers" and entry.provider.distribution == "workbench"
+    err = capsys.readouterr().err
+    assert "scheduler 'linear' is also registered by 'other (workbench-other 2.0)'" in err
+    assert "means the built-in one" in err and "'other:linear'" in err
+    registry.get("scheduler", "linear")
+    assert capsys.readouterr().err == ""  # one warning per registry
     assert registry.get("scheduler", "other:linear").cls is Linear
     assert registry.get("scheduler", "workbench-other:linear").cls is Linear  # a distribution name works too
     assert registry.get("scheduler", "schedulers:linear").provider.distribution == "workbench"
     # wb list shows both
     assert [e.provider.plugin for e in registry.entries("scheduler") if e.name == "linear"] == ["other", "schedulers"]
+
+
+def test_duplicate_names_of_two_plugins_are_an_error_naming_both_providers():
+    registry = Registry.load(entry_points=False, modules=[("one", make_plugin("one", Flat))])
+    registry.add_plugin("other", make_plugin("other", Flat), "workbench-other", "2.0")
+    with pytest.raises(ConfigError) as excinfo:
+        registry.get("scheduler", "flat")
+    message = str(excinfo.value)
+    assert "'one'" in message and "other (workbench-other 2.0)" in message
+    assert "'one:flat'" in message and "'other:flat'" in message
+    assert registry.get("scheduler", "other:flat").provider.plugin == "other"
 
 
 def test_unknown_component_names_the_kind_the_choices_and_the_closest(registry):

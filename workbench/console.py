@@ -46,6 +46,9 @@ class ConsoleListener(Listener):
     def note(self, message: str) -> None:
         self.console.print(f"[yellow]note:[/] {message}", soft_wrap=True)
 
+    def warning(self, message: str) -> None:
+        self.console.print(Text("warning: ", style="bold yellow") + Text(message), soft_wrap=True)
+
     def phase(self, message: str) -> None:
         self.console.print(f"[dim]{message}…[/]")
 

@@ -6,11 +6,18 @@ progress and tables; `HookListener` passes the run lifecycle on to the
 plugins' `on_run_start` / `on_log` / `on_run_end` hooks; a notebook or a test
 can add its own. Every method of `Listener` does nothing, so a listener
 writes only the ones it cares about.
+
+A plugin's run hook that raises does not stop the run: loggers and
+callbacks watch training, and a logger that lost its connection must not
+cost the compute of the run it watches. The first error of each plugin's
+hook is reported as a warning naming the plugin; the plugin's hook is still
+called at the next event, and the other plugins' hooks always are.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import sys
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -32,6 +39,9 @@ class Listener:
 
     def note(self, message: str) -> None:
         """Something the user should know that is not an error (a fallback, a choice made)."""
+
+    def warning(self, message: str) -> None:
+        """Something went wrong that does not stop the run (a plugin's logger raised)."""
 
     def phase(self, message: str) -> None:
         """A phase of work begins ("drawing 1000 samples with ddpm", "computing nll")."""
@@ -80,16 +90,49 @@ class Events(Listener):
 
 
 class HookListener(Listener):
-    """The run lifecycle passed on to the plugins' hooks (loggers, callbacks)."""
+    """The run lifecycle passed on to the plugins' hooks (loggers, callbacks), one plugin at a time.
 
-    def __init__(self, registry: Registry) -> None:
-        self.hook = registry.pm.hook
+    A hook that raises is reported through `warn` (once per plugin and hook),
+    and the run goes on.
+    """
+
+    def __init__(self, registry: Registry, warn: Callable[[str], None] | None = None) -> None:
+        self.registry = registry
+        self.warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
+        self.failed: set[tuple[str, str]] = set()
 
     def run_start(self, run: Run, header: dict[str, Any]) -> None:
-        self.hook.on_run_start(run=run)
+        self.call("on_run_start", run=run)
 
     def log(self, run: Run, step: int, record: dict[str, Any], smoothed_loss: float) -> None:
-        self.hook.on_log(run=run, step=step, metrics=record)
+        self.call("on_log", run=run, step=step, metrics=record)
 
     def run_end(self, run: Run, status: str, summary: dict[str, Any], losses: list[float]) -> None:
-        self.hook.on_run_end(run=run, status=status, summary=summary)
+        self.call("on_run_end", run=run, status=status, summary=summary)
+
+    def call(self, hook: str, **kwargs: Any) -> None:
+        """Each plugin's implementation in pluggy's order; a wrapper among them means the hook is called whole."""
+        caller = getattr(self.registry.pm.hook, hook)
+        impls = caller.get_hookimpls()
+        if any(impl.hookwrapper or getattr(impl, "wrapper", False) for impl in impls):
+            self._guarded(hook, None, lambda: caller(**kwargs))
+            return
+        for impl in reversed(impls):
+            self._guarded(hook, impl.plugin_name, lambda: impl.function(*[kwargs[name] for name in impl.argnames]))
+
+    def _guarded(self, hook: str, plugin: str | None, call: Callable[[], Any]) -> None:
+        from workbench.registry import one_line
+
+        try:
+            call()
+        except Exception as exc:
+            found = self.registry.culprit(exc)
+            name = plugin or (found[0] if found else "?")
+            if (name, hook) in self.failed:
+                return
+            self.failed.add((name, hook))
+            where = f" at {found[1]}" if found else ""
+            self.warn(
+                f"plugin '{name}' raised in {hook}{where}: {one_line(exc)}; the run goes on "
+                f"(later errors of its {hook} are not shown)"
+            )

@@ -11,10 +11,13 @@ manager each time it is called, so tests can build their own.
 
 from __future__ import annotations
 
+import inspect
+import re
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
+from types import TracebackType
 from typing import Any
 
 import pluggy
@@ -25,6 +28,7 @@ from workbench.components import KINDS, Component, normalize_kind
 from workbench.errors import ConfigError, WorkbenchError, describe_validation_error, did_you_mean
 
 ENTRY_POINT_GROUP = "workbench"
+BUILTIN_DISTRIBUTION = "workbench"  # the built-in components ship with the workbench itself
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,10 @@ class Provider:
     def matches(self, name: str) -> bool:
         """`provider:name` may name the plugin or its distribution."""
         return name in (self.plugin, self.distribution)
+
+    @property
+    def builtin(self) -> bool:
+        return self.distribution == BUILTIN_DISTRIBUTION
 
 
 @dataclass(frozen=True)
@@ -77,6 +85,7 @@ class Registry:
         self.pm.add_hookspecs(hookspecs)
         self.plugins: list[PluginInfo] = []
         self._entries: dict[str, list[Entry]] = {kind: [] for kind in KINDS}
+        self._warned: set[tuple[str, str]] = set()
 
     # --- loading --------------------------------------------------------------
 
@@ -206,6 +215,10 @@ class Registry:
             candidates = [e for e in candidates if e.provider.matches(provider)]
         if len(candidates) == 1:
             return candidates[0]
+        builtin = [e for e in candidates if e.provider.builtin]
+        if not provider and len(builtin) == 1:  # a plugin must not change what an existing experiment means
+            self._warn_shadowed(builtin[0], [e for e in candidates if e is not builtin[0]])
+            return builtin[0]
         if not candidates:
             known = self.names(kind)
             raise ConfigError(
@@ -218,6 +231,62 @@ class Registry:
             f"{kind} '{bare}' is provided by both {providers}",
             hint=f"pick one as {choices}",
         )
+
+    def _warn_shadowed(self, builtin: Entry, others: list[Entry]) -> None:
+        if (builtin.kind, builtin.name) in self._warned:
+            return
+        self._warned.add((builtin.kind, builtin.name))
+        plugins = " and ".join(f"'{e.provider}'" for e in others)
+        choices = " or ".join(f"'{e.provider.plugin}:{e.name}'" for e in others)
+        print(
+            f"warning: {builtin.kind} '{builtin.name}' is also registered by {plugins}; '{builtin.name}' means the "
+            f"built-in one (write {choices} for the plugin's)",
+            file=sys.stderr,
+        )
+
+    def culprit(self, exc: BaseException) -> tuple[str, str] | None:
+        """The plugin whose code raised `exc`, and where ("file:line"), or None if no plugin's code is in its traceback.
+
+        The innermost frame of a plugin's hook or component class (or of a
+        module a plugin registered) wins. An error re-raised from a DataLoader
+        worker carries its traceback as text: its file names are matched instead.
+        """
+        codes, modules, files = self._plugin_code()
+        frames = [(tb.tb_frame, tb.tb_lineno) for tb in _walk(exc.__traceback__)]
+        for frame, line in reversed(frames):
+            name = codes.get(frame.f_code) or modules.get(frame.f_globals.get("__name__", ""))
+            if name:
+                return name, f"{frame.f_code.co_filename}:{line}"
+        for file, line in reversed(re.findall(r'File "([^"]+)", line (\d+)', str(exc))):
+            if file in files:
+                return files[file], f"{file}:{line}"
+        return None
+
+    def _plugin_code(self) -> tuple[dict[Any, str], dict[str, str], dict[str, str]]:
+        codes: dict[Any, str] = {}
+        modules: dict[str, str] = {}
+        for name, plugin in self.pm.list_name_plugin():
+            if inspect.ismodule(plugin) and plugin.__name__ in sys.modules:
+                modules.setdefault(plugin.__name__, name)
+            for caller in self.pm.get_hookcallers(plugin) or []:
+                for impl in caller.get_hookimpls():
+                    if impl.plugin is plugin:
+                        codes[getattr(impl.function, "__code__", None)] = name
+        for entries in self._entries.values():
+            for entry in entries:
+                for value in list(vars(entry.cls).values()):
+                    function = getattr(value, "__func__", value)
+                    if inspect.isfunction(function):
+                        codes[function.__code__] = entry.provider.plugin
+                if entry.cls.__module__ in sys.modules:
+                    modules.setdefault(entry.cls.__module__, entry.provider.plugin)
+        files = {}
+        for module, name in modules.items():
+            file = getattr(sys.modules[module], "__file__", None)
+            if file:
+                files[file] = name
+        codes.pop(None, None)
+        return codes, modules, files
 
     def build(self, kind: str, name: str, /, **options: Any) -> Component:
         """An instance of component `name` with its options validated."""
@@ -232,6 +301,22 @@ def validate_component(entry: Entry, options: dict[str, Any], where: str = "") -
     except ValidationError as exc:
         message = describe_validation_error(exc, entry.cls.model_fields, lambda option: f"{where}{entry.kind} '{entry.name}'")
         raise ConfigError(message) from None
+
+
+def _walk(tb: TracebackType | None) -> Iterable[TracebackType]:
+    while tb is not None:
+        yield tb
+        tb = tb.tb_next
+
+
+def one_line(exc: BaseException) -> str:
+    """`Type: message` on one line; for an error re-raised from a DataLoader worker, the worker's own."""
+    text = str(exc).strip()
+    if "Original Traceback" in text:  # torch.utils.data's ExceptionWrapper: the worker's traceback as text
+        lines = [line for line in text.splitlines() if line.strip()]
+        return lines[-1].strip() + " (in a DataLoader worker)"
+    first = text.splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 _default: Registry | None = None
