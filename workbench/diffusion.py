@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
+from workbench.errors import WorkbenchError
+
 PREDICTIONS = ("eps", "x0", "v")
 VARIANCES = ("fixed_small", "fixed_large", "learned_range")
 
@@ -30,6 +32,39 @@ class ModelPrediction:
     log_variance: torch.Tensor
     pred_x0: torch.Tensor
     pred_eps: torch.Tensor
+
+
+def check_betas(betas: object, scheduler_name: str, provider: object, timesteps: int | None = None) -> torch.Tensor:
+    """What a scheduler's `betas()` returned, checked where it enters the engine: a 1-D tensor of
+    `timesteps` finite values in (0, 1), as float64. Anything else is a WorkbenchError naming the
+    scheduler and the plugin that provided it (`provider`), and what is wrong.
+
+    beta = 1 is refused: it destroys the signal in one step, so the likelihood is infinite (and
+    `nll` NaN); schedules that reach the end clip below it (cosine: 0.999).
+    """
+    where = f"scheduler '{scheduler_name}' (from plugin {provider})"
+    try:
+        values = torch.as_tensor(betas, dtype=torch.float64).detach().cpu()
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise WorkbenchError(f"{where}: betas() returned {type(betas).__name__}, not a tensor of numbers ({exc})") from None
+    if values.ndim != 1:
+        raise WorkbenchError(f"{where}: betas() returned shape {list(values.shape)}; a schedule is 1-D, one beta per timestep")
+    if timesteps is not None and len(values) != timesteps:
+        raise WorkbenchError(f"{where}: betas() returned {len(values)} betas for timesteps = {timesteps}")
+    if len(values) == 0:
+        raise WorkbenchError(f"{where}: betas() returned no betas")
+    finite = torch.isfinite(values)
+    if not finite.all():
+        t = int((~finite).nonzero()[0])
+        raise WorkbenchError(f"{where}: betas() returned {values[t].item()} at t = {t}; every beta must be a finite number")
+    outside = (values <= 0) | (values >= 1)
+    if outside.any():
+        t = int(outside.nonzero()[0])
+        raise WorkbenchError(
+            f"{where}: betas() returned {values[t].item()} at t = {t}; betas must lie in (0, 1) "
+            "(beta = 1 destroys the signal in one step and makes the likelihood infinite)"
+        )
+    return values
 
 
 class Diffusion:
