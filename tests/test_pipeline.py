@@ -75,3 +75,52 @@ def test_auto_picks_cuda_when_there_is_one_and_asking_for_a_missing_gpu_is_a_cle
         with pytest.raises(WorkbenchError, match="'cuda' was asked for, but CUDA is not available") as excinfo:
             resolve_device("cuda")
         assert "--device cpu" in excinfo.value.hint
+
+
+# --- conditional experiments ------------------------------------------------------------------
+
+
+
+
+def test_a_backbone_that_cannot_take_labels_is_named_in_a_clear_error(tmp_path):
+    import types
+
+    import workbench as wb
+    from workbench.errors import ConfigError
+    from workbench.registry import Registry
+
+    class Plain(wb.Backbone):
+        """An MLP without labels."""
+
+        name = "plain"
+
+        def build(self, data_shape, out_channels):
+            return torch.nn.Linear(data_shape[0], out_channels)
+
+    module = types.ModuleType("plain_plugin")
+    module.register_backbones = wb.hookimpl(lambda register: register(Plain))
+    module.register_backbones.__name__ = "register_backbones"
+    registry = Registry.load(modules=[("plain_plugin", module)])
+    (tmp_path / "experiments.toml").write_text(
+        '[cond]\ndataset = { name = "moons", n = 100 }\nbackbone = { name = "plain" }\n'
+        "condition = { labels = true, dropout = 0.1 }\n"
+    )
+    exp = load_experiment("cond", file=tmp_path / "experiments.toml", registry=registry)
+    with pytest.raises(ConfigError, match=r"backbone 'plain' \(from plain_plugin\) cannot take class labels"):
+        Pipeline(exp, torch.device("cpu"))
+    plain = load_experiment("cond", file=tmp_path / "experiments.toml", overrides=["condition.labels=false"], registry=registry)
+    Pipeline(plain, torch.device("cpu"))  # unconditional: fine
+
+
+def test_a_conditional_pipeline_splits_labels_with_the_data(tmp_path):
+    (tmp_path / "experiments.toml").write_text(
+        '[cond]\ndataset = { name = "circles", n = 200 }\nbackbone = { name = "mlp", width = 8 }\n'
+        "condition = { labels = true, dropout = 0.1 }\neval = { holdout = 0.25 }\n"
+    )
+    exp = load_experiment("cond", file=tmp_path / "experiments.toml")
+    pipeline = Pipeline(exp, torch.device("cpu"))
+    train, held_out = pipeline.load_data()
+    assert len(pipeline.train_labels) == len(train) == 150 and len(pipeline.held_out_labels) == len(held_out) == 50
+    # Each example keeps its own label: the circles' labels are their radius (outer 0, inner 1).
+    for x, y in ((train, pipeline.train_labels), (held_out, pipeline.held_out_labels)):
+        assert torch.equal((x.norm(dim=1) < 0.6).long(), y)
