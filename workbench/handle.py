@@ -36,16 +36,17 @@ class Run:
     @property
     def experiment(self) -> Experiment:
         """The resolved experiment the run stored, validated against the installed plugins."""
-        name = self.summary.get("experiment") or self.dir.parent.name
-        return load_experiment(name, file=self.dir / runs.EXPERIMENT, registry=self.registry)
+        return load_experiment(runs.stored_name(self.dir), file=self.dir / runs.EXPERIMENT, registry=self.registry)
 
     @property
     def summary(self) -> dict[str, Any]:
-        return runs.read_json(self.dir / runs.SUMMARY)
+        """summary.json ({} before the run wrote one); a runs.DamagedRun if it is damaged."""
+        return runs.read_summary(self.dir)
 
     @property
     def status(self) -> str:
-        return self.summary.get("status", "unknown")
+        """running, done, interrupted or failed, as it truly is (a killed run's summary still says running)."""
+        return runs.run_status(self.dir, self.summary)[0]
 
     @property
     def metrics(self) -> list[dict[str, Any]]:
@@ -57,7 +58,10 @@ class Run:
     def pipeline(self, device: str | torch.device = "cpu", ema: bool = True) -> Pipeline:
         """The experiment's Pipeline with the checkpoint's EMA (or raw) weights loaded, model in eval mode."""
         pipeline = Pipeline(self.experiment, device=torch.device(device))
-        pipeline.model.load_state_dict(self.checkpoint()["ema" if ema else "model"])
+        part = "ema" if ema else "model"
+        state = self.checkpoint()
+        runs.check_checkpoint(state, pipeline.model.state_dict(), self.dir / runs.CHECKPOINT, pipeline.exp.name, (part,))
+        pipeline.model.load_state_dict(state[part])
         pipeline.model.eval()
         return pipeline
 

@@ -102,8 +102,26 @@ def evaluate_run(
     events: Events | None = None,
     cache_dir: Path | None = None,
 ) -> tuple[list[Metric], dict[str, float]]:
-    """`wb eval`: the run's EMA model evaluated again; values added to its summary and evaluations.jsonl."""
-    events = events or Events()
+    """`wb eval`: the run's EMA model evaluated again; values added to its summary and evaluations.jsonl.
+
+    An evaluation writes the run, so it takes the run's lock (runs.RunBusy while the run trains) and
+    refuses a damaged summary before any work.
+    """
+    with runs.lock_run(run.dir, doing="evaluating"):
+        if not runs.read_summary(run.dir):
+            raise runs.DamagedRun(f"{run.dir} has no {runs.SUMMARY}", hint="its process ended before it wrote one")
+        return _evaluate(run, metric_names, sampler, num_samples, device, events or Events(), cache_dir)
+
+
+def _evaluate(
+    run: Run,
+    metric_names: Sequence[str],
+    sampler: str | None,
+    num_samples: int | None,
+    device: torch.device | str,
+    events: Events,
+    cache_dir: Path | None,
+) -> tuple[list[Metric], dict[str, float]]:
     pipeline = run.pipeline(device)
     exp = pipeline.exp
     metrics = [exp.registry.build("metric", name) for name in metric_names] or list(exp.metrics)
