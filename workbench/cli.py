@@ -41,6 +41,17 @@ class WorkbenchGroup(TyperGroup):
     def list_commands(self, ctx: Any) -> list[str]:
         return list(self.commands)  # in the order they were added, not alphabetical
 
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        """`wb run E --resume` without a value means the latest run (Typer has no options with an optional value)."""
+        name, command, rest = super().resolve_command(ctx, args)
+        if name == "run":
+            rest = list(rest)
+            end = rest.index("--") if "--" in rest else len(rest)
+            for i in range(end):
+                if rest[i] == "--resume" and (i + 1 == end or rest[i + 1].startswith("-")):
+                    rest[i] = f"--resume={LATEST}"
+        return name, command, rest
+
 
 def print_error(exc: WorkbenchError) -> None:
     message = Text("error: ", style="bold red") + Text(exc.message)
@@ -68,6 +79,7 @@ _settings = None
 FileOption = typer.Option(None, "--file", "-f", help="experiments file (default: WB_EXPERIMENTS or ./experiments.toml)")
 SetOption = typer.Option(None, "--set", "-s", help="override a key: --set train.steps=200 (value is TOML)", metavar="KEY=VALUE")
 JsonOption = typer.Option(False, "--json", help="print JSON for scripts")
+LATEST = ":latest"  # what a bare --resume stands for
 
 
 def make_app() -> typer.Typer:
@@ -104,7 +116,11 @@ def run(
     set_: Optional[list[str]] = SetOption,
     file: Optional[Path] = FileOption,
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N (default: WB_DEVICE or auto)"),
-    resume: bool = typer.Option(False, "--resume", help="continue the latest run of EXPERIMENT from its last checkpoint"),
+    resume: Optional[str] = typer.Option(
+        None, "--resume", metavar="[RUN]",
+        help="continue a run from its last checkpoint: the latest run of EXPERIMENT, or RUN (a run directory, "
+        "EXPERIMENT/ID or ID); --set train.steps=N extends a finished one",
+    ),
     nproc: int = typer.Option(1, "--nproc", min=1, help="processes per node (DistributedDataParallel; gloo on CPU, NCCL on CUDA)"),
     nnodes: int = typer.Option(1, "--nnodes", min=1, help="number of nodes (multi-node runs need --rdzv-endpoint)"),
     node_rank: int = typer.Option(0, "--node-rank", min=0, help="this node's rank among --nnodes"),
@@ -115,23 +131,75 @@ def run(
     from workbench.experiment import load_experiment
     from workbench.pipeline import resolve_device
 
+    resume_dir = None
+    if resume is not None:  # the run's own stored experiment, with any --set on top (e.g. more train.steps)
+        resume_dir = _resume_target(experiment, resume)
+        exp = load_experiment(experiment, file=resume_dir / runs.EXPERIMENT, overrides=set_ or [])
+        if not distributed.launched():  # said once, before any model is built (train() takes the lock itself)
+            if _finished(resume_dir, exp):
+                return
+            holder = runs.lock_holder(resume_dir)
+            if holder is not None:
+                raise runs.busy(resume_dir, holder)
+    else:
+        exp = load_experiment(experiment, file=file, overrides=set_ or [])
+        runs.check_runs_dir(settings().runs_dir, exp.name)
+
     if (nproc > 1 or nnodes > 1) and not distributed.launched():
-        load_experiment(experiment, file=file, overrides=set_ or [])  # mistakes surface here, once, not in N workers
         distributed.check_devices(resolve_device(device or settings().device), nproc)
         argv = ["run", experiment, *(f"--set={s}" for s in set_ or [])]
-        argv += [f"--file={file}"] * (file is not None) + [f"--device={device}"] * (device is not None) + ["--resume"] * resume
+        argv += [f"--file={file}"] * (file is not None) + [f"--device={device}"] * (device is not None)
+        argv += [f"--resume={resume_dir}"] * (resume_dir is not None)
         code = distributed.launch(argv, nproc, nnodes, node_rank, rdzv_endpoint)
         if code:
             raise typer.Exit(code)
         return
-
-    resume_dir = None
-    if resume:  # the run's own stored experiment, with any --set on top (e.g. more train.steps)
-        resume_dir = runs.latest_run_dir(settings().runs_dir, experiment)
-        exp = load_experiment(experiment, file=resume_dir / runs.EXPERIMENT, overrides=set_ or [])
-    else:
-        exp = load_experiment(experiment, file=file, overrides=set_ or [])
     training.train(exp, device=device, resume_dir=resume_dir, console=console, settings=settings())
+
+
+def _resume_target(experiment: str, ref: str) -> Path:
+    """The run `--resume [RUN]` continues: RUN, or the newest run of EXPERIMENT; never one of another experiment."""
+    from workbench import runs
+
+    runs_dir = settings().runs_dir
+    run_dir = runs.latest_run_dir(runs_dir, experiment) if ref == LATEST else runs.find_run_dir(ref, runs_dir)
+    stored = runs.stored_name(run_dir)
+    if stored != experiment:
+        raise WorkbenchError(
+            f"{run_dir} is a run of '{stored}', not of '{experiment}'",
+            hint=f"resume it with `wb run {stored} --resume {ref}`",
+        )
+    return run_dir
+
+
+def _finished(run_dir: Path, exp: Any) -> bool:
+    """Whether the run is done with the steps it is asked for; if so, say so (and how to extend it)."""
+    from workbench import runs
+
+    try:
+        summary = runs.read_summary(run_dir)
+    except runs.DamagedRun:
+        return False  # resuming writes a new summary
+    if summary.get("status") != "done" or summary.get("step", 0) < exp.train.steps:
+        return False
+    console.print(
+        f"run {run_dir} is done: step {summary['step']} of {exp.train.steps}; nothing to resume", soft_wrap=True
+    )
+    console.print(
+        f"to train it further: `wb run {exp.name} --resume{_ref(run_dir, exp.name)} --set train.steps={2 * summary['step']}`",
+        soft_wrap=True, style="yellow",
+    )
+    return True
+
+
+def _ref(run_dir: Path, experiment: str) -> str:
+    """What follows --resume to name `run_dir`: nothing for the latest run, else EXPERIMENT/ID or the path."""
+    from workbench import runs
+
+    runs_dir = settings().runs_dir
+    if run_dir.parent == runs_dir / experiment:
+        return "" if runs.run_dirs(runs_dir, experiment)[-1:] == [run_dir] else f" {experiment}/{run_dir.name}"
+    return f" {run_dir}"
 
 
 def show(
@@ -298,6 +366,8 @@ def sample(
     from workbench.display import save_samples, terminal_samples
     from workbench.toml_io import parse_assignment
 
+    if out is not None:
+        _check_out(out)
     run = _find_run(run_ref)
     options: dict[str, Any] = {}
     for text in option or []:
@@ -362,6 +432,19 @@ def _sample_classes(run, n, class_, guidance, sampler, seed, steps, out, npz, de
     console.print(f"{len(labels)} samples per scale with {name} in {seconds:.1f} s -> {path}", soft_wrap=True)
 
 
+def _check_out(out: Path) -> None:
+    """--out is a .png in a folder that exists and can be written: checked before any sampling."""
+    if out.suffix.lower() != ".png":
+        raise WorkbenchError(f"--out {out}: the picture is a PNG, so its name must end in .png", hint=f"e.g. --out {out.with_suffix('.png')}")
+    folder = out.parent
+    if not folder.is_dir():
+        raise WorkbenchError(f"--out {out}: the folder {folder} does not exist", hint=f"create it first: mkdir -p {folder}")
+    if not os.access(folder, os.W_OK):
+        raise WorkbenchError(f"--out {out}: the folder {folder} cannot be written")
+    if out.is_dir():
+        raise WorkbenchError(f"--out {out} is a folder; give a file name ending in .png")
+
+
 def _unused(path: Path) -> Path:
     """`path`, or path-1, path-2, ... if it exists: sampling never overwrites an earlier picture."""
     candidate, n = path, 0
@@ -423,7 +506,7 @@ def list_runs(
             table.add_row(key, _show(va), _show(vb))
         console.print(table)
         return
-    rows = [runs.describe(d) for d in runs.run_dirs(runs_dir, experiment)]
+    rows = [runs.describe(d) for d in runs.run_dirs(runs_dir, experiment)] if experiment is None or _listed(experiment) else []
     if as_json:
         print_json(rows)
         return
@@ -434,9 +517,23 @@ def list_runs(
     for column in ("experiment", "id", "status", "steps", "time", "options", "metrics"):
         table.add_column(column, overflow="fold")
     for r in rows:
+        if r["status"] == "damaged":
+            table.add_row(r["experiment"], r["id"], _status("damaged"), "-", "-", r["reason"], "")
+            continue
         metrics = "  ".join(f"{k} {v:.4g}" for k, v in r["metrics"].items())
-        table.add_row(r["experiment"], r["id"], _status(r["status"]), f"{r['step']}/{r['steps']}", f"{r['wall_time']:.0f}s", r["options"], metrics)
+        status = _status(r["status"]) + (Text(f" ({r['reason']})", style="dim") if r["reason"] and r["status"] != "failed" else "")
+        if r["status"] == "failed" and r["reason"]:
+            metrics = r["reason"]
+        table.add_row(r["experiment"], r["id"], status, f"{r['step']}/{r['steps']}", f"{r['wall_time']:.0f}s", r["options"], metrics)
     console.print(table)
+
+
+def _listed(experiment: str) -> bool:
+    """`wb runs NAME`: NAME must be an experiment name (it becomes a folder under the runs directory)."""
+    from workbench.experiment_file import check_name
+
+    check_name(experiment, "wb runs")
+    return True
 
 
 def _show(value: Any) -> str:
@@ -444,12 +541,12 @@ def _show(value: Any) -> str:
 
 
 def _status(status: str) -> Text:
-    colour = {"done": "green", "running": "blue", "interrupted": "yellow", "failed": "red"}.get(status, "white")
+    colour = {"done": "green", "running": "blue", "interrupted": "yellow", "failed": "red", "damaged": "red"}.get(status, "white")
     return Text(status, style=colour)
 
 
 def noise(
-    experiments: list[str] = typer.Argument(..., help="one or more experiments (e.g. exp1 exp1_cosine, to compare schedules)"),
+    experiments: list[str] = typer.Argument(..., help="one or more experiments (e.g. exp1_linear exp1, to compare schedules)"),
     steps: int = typer.Option(8, min=2, help="how many t to show, evenly spaced from 0 to T-1"),
     n: int = typer.Option(8, "-n", min=1, help="images per column (2-D sets: all points are drawn)"),
     set_: Optional[list[str]] = SetOption,
