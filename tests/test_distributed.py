@@ -155,12 +155,14 @@ def assert_within_rounding_of_one_process(state: dict[str, torch.Tensor], file: 
 # the later steps draw t from it: they differ from one process unless every rank records
 # the global batch.
 IMPORTANCE = ["loss.name=vlb", "loss.importance_sampling=true", "scheduler.timesteps=10"]
+# Labels and label dropout: the coins are drawn for the global batch and sharded, like t and noise.
+CONDITIONAL = ['dataset.name="moons"', "condition.labels=true", "condition.dropout=0.3"]
 
 
 @pytest.mark.parametrize(
     ("name", "overrides"),
-    [("tiny", []), ("tiny", ["train.accumulate=2"]), ("tiny", IMPORTANCE), ("tiny_streamed", [])],
-    ids=["plain", "accumulate", "importance-sampling", "streamed"],
+    [("tiny", []), ("tiny", ["train.accumulate=2"]), ("tiny", IMPORTANCE), ("tiny_streamed", []), ("tiny", CONDITIONAL)],
+    ids=["plain", "accumulate", "importance-sampling", "streamed", "conditional"],
 )
 def test_two_processes_take_the_same_steps_as_one(tmp_path, monkeypatch, png_folder, name, overrides):
     monkeypatch.chdir(tmp_path)  # the folder's relative path, for this process and the spawned ranks

@@ -128,7 +128,7 @@ def interrupt_at(step: int) -> types.ModuleType:
 
 
 # tiny_streamed: 36 training images in 3 batches an epoch, so step 10 stops in mid-epoch.
-@pytest.mark.parametrize("name", ["tiny", "tiny_dropout", "tiny_unet", "tiny_unet_bf16", "tiny_streamed"])
+@pytest.mark.parametrize("name", ["tiny", "tiny_dropout", "tiny_unet", "tiny_unet_bf16", "tiny_streamed", "tiny_cond"])
 def test_resume_after_ctrl_c_ends_bit_for_bit_where_an_uninterrupted_run_ends(workdir, monkeypatch, name):
     exp = load_experiment(name)
     straight = final_state(train(exp, evaluate_at_end=False).dir)
