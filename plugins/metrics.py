@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 
 class NLL(Metric):
-    """Negative log-likelihood in bits/dim from the full variational bound, on held-out data."""
+    """Negative log-likelihood in bits/dim from the full variational bound, on held-out data (given its class, if conditional)."""
 
     name = "nll"
     higher_is_better = False
@@ -49,9 +49,14 @@ class NLL(Metric):
 
         data = evaluation.data[: self.examples]
         generator = evaluation.generator("nll")
+        # A conditional run's bound is of each example given its class, -log p(x0 | y).
+        labels = evaluation.data_labels[: self.examples] if evaluation.data_labels is not None else None
         parts = [
-            nll_terms(evaluation.model, evaluation.diffusion, batch, levels=evaluation.levels, generator=generator)
-            for batch in data.split(self.batch_size)
+            nll_terms(
+                evaluation.model, evaluation.diffusion, batch, levels=evaluation.levels, generator=generator,
+                labels=None if labels is None else labels[i : i + len(batch)],
+            )
+            for i, batch in zip(range(0, len(data), self.batch_size), data.split(self.batch_size))
         ]
         total = float(torch.cat([p.total for p in parts]).mean())
         terms = {

@@ -187,6 +187,7 @@ def nll_terms(
     levels: int | None = None,
     generator: torch.Generator | None = None,
     progress: Callable[[int, int], None] | None = None,
+    labels: torch.Tensor | None = None,
 ) -> NLLTerms:
     """Every term of the variational bound for each example of x0, in bits/dim.
 
@@ -196,9 +197,15 @@ def nll_terms(
     the terms are computed in float64. `levels` is the number of discrete values
     per dimension (the decoder integrates over bins of 2 / (levels - 1)); None
     means continuous data and a Gaussian density decoder. `progress(done, T)`
-    is called after each step.
+    is called after each step. With `labels` [B] the model is a conditional
+    `model(x_t, t, y)` and the bound is of each example given its class,
+    -log p(x0 | y).
     """
     check_levels(x0, levels)
+    if labels is not None:
+        from workbench.guidance import WithLabels
+
+        model = WithLabels(model, labels.to(x0.device))
     batch, steps = len(x0), diffusion.num_timesteps
     x0_64 = x0.to(torch.float64)
     terms = torch.zeros(batch, steps, dtype=torch.float64, device=x0.device)
@@ -221,6 +228,8 @@ def nll(
     levels: int | None = None,
     generator: torch.Generator | None = None,
     progress: Callable[[int, int], None] | None = None,
+    labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Negative log-likelihood bound of each example in bits/dim, [B] float64 (see `nll_terms`)."""
-    return nll_terms(model, diffusion, x0, levels=levels, generator=generator, progress=progress).total
+    """Negative log-likelihood bound of each example in bits/dim, [B] float64 (see `nll_terms`);
+    with `labels`, of each example given its class (a conditional model)."""
+    return nll_terms(model, diffusion, x0, levels=levels, generator=generator, progress=progress, labels=labels).total
