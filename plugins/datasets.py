@@ -296,6 +296,29 @@ class Npz(Dataset):
     channels_last: bool | Literal["auto"] = Field(
         "auto", description="transpose [N, H, W, C] to [N, C, H, W]; 'auto': only uint8 4-D arrays with C = 1 or 3"
     )
+    labels_key: str | None = Field(
+        None,
+        description="the .npz's array of class labels, one integer or string per example (classes: its distinct "
+        "values, sorted); none: no classes",
+    )
+
+    @property
+    def class_names(self) -> list[str] | None:
+        if self.labels_key is None:
+            return None
+        from workbench.plugins.data.arrays import load_labels
+
+        return load_labels(self.path, self.labels_key)[0]
+
+    def labels(self) -> torch.Tensor | None:
+        return self.class_labels()
+
+    def class_labels(self) -> torch.Tensor | None:
+        if self.labels_key is None:
+            return None
+        from workbench.plugins.data.arrays import load_labels
+
+        return load_labels(self.path, self.labels_key)[1]
 
     @property
     def shape(self) -> tuple[int, ...]:

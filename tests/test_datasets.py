@@ -505,3 +505,17 @@ def test_digits_classes_are_the_kept_digits_in_order(build):
     some = build("digits", classes=[7, 3])
     assert some.class_names == ["3", "7"]
     assert torch.equal(some.class_labels(), (some.labels() == 7).long())  # 3 -> class 0, 7 -> class 1
+
+
+def test_npz_classes_come_from_an_optional_labels_array(build, tmp_path):
+    path = tmp_path / "data.npz"
+    images = np.random.default_rng(0).integers(0, 256, (6, 4, 4), dtype=np.uint8)
+    np.savez(path, images=images, labels=np.array(["cat", "dog", "cat", "emu", "dog", "cat"]), bad=np.zeros((6, 2)))
+    dataset = build("npz", path=str(path), key="images", labels_key="labels")
+    assert dataset.class_names == ["cat", "dog", "emu"]
+    assert dataset.class_labels().tolist() == [0, 1, 0, 2, 1, 0]
+    assert build("npz", path=str(path), key="images").class_names is None
+    with pytest.raises(ConfigError, match="has no array 'label'.*"):
+        build("npz", path=str(path), key="images", labels_key="label").class_names
+    with pytest.raises(ConfigError, match="one integer or string per example"):
+        build("npz", path=str(path), key="images", labels_key="bad").class_names

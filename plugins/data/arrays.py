@@ -192,6 +192,33 @@ def load_array(
     return _snap_to_levels(data, grid, path) if grid is not None else data
 
 
+def load_labels(path: str, key: str) -> tuple[list[str], torch.Tensor]:
+    """(class names, class index of each example [N]) from the labels array `key` of an .npz.
+
+    The classes are the array's distinct values, sorted (integers or strings); each
+    is named by its value, and class k is the k-th of them.
+    """
+    if not str(path).endswith(".npz"):
+        raise ConfigError(
+            f"{WHERE}: option 'labels_key': '{path}' is a .npy file, which holds one array; labels need a second",
+            hint="save data and labels together: np.savez(file, images=..., labels=...)",
+        )
+    with np.load(Path(path).expanduser(), allow_pickle=False) as archive:
+        if key not in archive.files:
+            raise ConfigError(
+                f"{WHERE}: option 'labels_key': '{path}' has no array '{key}'",
+                hint=f"its arrays are: {', '.join(archive.files)}",
+            )
+        values = archive[key]
+    if values.ndim != 1 or values.dtype.kind not in "biuU":
+        raise ConfigError(
+            f"{WHERE}: the labels '{key}' in '{path}' must be one integer or string per example, "
+            f"not an array of shape {values.shape} and dtype {values.dtype}"
+        )
+    classes, index = np.unique(values, return_inverse=True)
+    return [str(c) for c in classes.tolist()], torch.from_numpy(index.reshape(-1)).long()
+
+
 def _scale(values: torch.Tensor, scale: str, path: str) -> torch.Tensor:
     low, high = values.min().item(), values.max().item()
     if scale == "uint8":
