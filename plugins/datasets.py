@@ -256,6 +256,33 @@ class Folder(Dataset):
     in_memory_limit: int = Field(
         50000, ge=0, description="above this many images, load() returns a torch Dataset reading files lazily"
     )
+    class_folders: bool = Field(
+        False,
+        description="each sub-folder of `path` is a class named by it, holding that class's images at any depth "
+        "(torchvision's ImageFolder layout); images directly in `path` are then left out",
+    )
+
+    @property
+    def class_names(self) -> list[str] | None:
+        if not self.class_folders:
+            return None
+        from workbench.plugins.data.images import class_folders
+
+        return class_folders(self.path)
+
+    def labels(self) -> torch.Tensor | None:
+        return self.class_labels()
+
+    def class_labels(self) -> torch.Tensor | None:
+        if not self.class_folders:
+            return None
+        from workbench.plugins.data.images import folder_labels, load_folder_files
+
+        _, files = load_folder_files(*self._load_options())
+        return folder_labels(self.path, files)
+
+    def _load_options(self) -> tuple:
+        return (self.path, self.size, self.channels, self.recursive, self.on_error, self.in_memory_limit, self.class_folders)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -268,9 +295,7 @@ class Folder(Dataset):
     def load(self) -> torch.Tensor | ImageFiles:
         from workbench.plugins.data.images import load_folder
 
-        return load_folder(
-            self.path, self.size, self.channels, self.recursive, self.on_error, self.in_memory_limit
-        )
+        return load_folder(*self._load_options())
 
 
 class Npz(Dataset):

@@ -519,3 +519,20 @@ def test_npz_classes_come_from_an_optional_labels_array(build, tmp_path):
         build("npz", path=str(path), key="images", labels_key="label").class_names
     with pytest.raises(ConfigError, match="one integer or string per example"):
         build("npz", path=str(path), key="images", labels_key="bad").class_names
+
+
+def test_folder_classes_are_its_sub_folders(build, tmp_path):
+    rng = np.random.default_rng(0)
+    for name, count in (("dog", 2), ("cat", 3)):
+        (tmp_path / name / "deeper").mkdir(parents=True)
+        for i in range(count):
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / name / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / name / "deeper" / "x.png")
+    Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "loose.png")
+    (tmp_path / "empty").mkdir()
+    dataset = build("folder", path=str(tmp_path), size=8, class_folders=True)
+    assert dataset.class_names == ["cat", "dog"]
+    data = dataset.load()
+    assert len(data) == 4 + 3  # the loose image is left out; sub-sub-folders count for their class
+    assert dataset.class_labels().tolist() == [0, 0, 0, 0, 1, 1, 1]  # sorted paths: cat/0..2, cat/deeper/x, dog/...
+    assert build("folder", path=str(tmp_path), size=8).class_names is None

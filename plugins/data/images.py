@@ -214,9 +214,45 @@ class ImageFiles(torch.utils.data.Dataset):
         return from_uint8(torch.from_numpy(array))
 
 
+def class_folders(path: str) -> list[str]:
+    """The class names of a folder in torchvision's ImageFolder layout: its sub-folders holding images, sorted."""
+    root = Path(path).expanduser()
+    find_images(path, recursive=True)  # the usual errors for a missing folder or one without images
+    return sorted(
+        d.name for d in root.iterdir()
+        if d.is_dir() and any(p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() for p in d.rglob("*"))
+    )
+
+
+def folder_labels(path: str, files: list[Path]) -> torch.Tensor:
+    """The class index of each file: the position of its top sub-folder in `class_folders(path)`."""
+    root = Path(path).expanduser()
+    names = class_folders(path)
+    return torch.tensor([names.index(f.relative_to(root).parts[0]) for f in files], dtype=torch.long)
+
+
 def load_folder(
-    path: str, size: int, channels: int, recursive: bool, on_error: str, in_memory_limit: int
+    path: str, size: int, channels: int, recursive: bool, on_error: str, in_memory_limit: int,
+    class_folders: bool = False,
 ) -> torch.Tensor | ImageFiles:
+    """See `load_folder_files`: the data only."""
+    return load_folder_files(path, size, channels, recursive, on_error, in_memory_limit, class_folders)[0]
+
+
+def load_folder_files(
+    path: str, size: int, channels: int, recursive: bool, on_error: str, in_memory_limit: int,
+    class_folders: bool = False,
+) -> tuple[torch.Tensor | ImageFiles, list[Path]]:
+    """(the data, the files read, in the data's order). With `class_folders`, only images inside
+    sub-folders are read (at any depth). The labels of a conditional run read the folder a second
+    time: what is read is what is labelled, unreadable files included."""
+    data, files = _load_folder(path, size, channels, recursive or class_folders, on_error, in_memory_limit, class_folders)
+    return data, files
+
+
+def _load_folder(
+    path: str, size: int, channels: int, recursive: bool, on_error: str, in_memory_limit: int, in_subfolders: bool
+) -> tuple[torch.Tensor | ImageFiles, list[Path]]:
     """The folder's images as one float32 tensor [N, channels, size, size]; an ImageFiles if N > in_memory_limit.
 
     A file Pillow cannot read is skipped, with one warning listing all such
@@ -225,6 +261,9 @@ def load_folder(
     pixels); a file that fails to decode later raises when its turn comes.
     """
     files = find_images(path, recursive)
+    if in_subfolders:
+        root = Path(path).expanduser()
+        files = [f for f in files if len(f.relative_to(root).parts) > 1]
     lazy = len(files) > in_memory_limit
     readable, arrays, unreadable = [], [], []
     for file in files:
@@ -253,5 +292,5 @@ def load_folder(
             stacklevel=2,
         )
     if lazy:
-        return ImageFiles(readable, size, channels)
-    return from_uint8(torch.from_numpy(np.stack(arrays)))
+        return ImageFiles(readable, size, channels), readable
+    return from_uint8(torch.from_numpy(np.stack(arrays))), readable
