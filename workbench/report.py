@@ -14,7 +14,7 @@ import torch
 
 from workbench import plots, runs, streams
 from workbench.class_sheet import save_class_sheet
-from workbench.components import Evaluation, Metric
+from workbench.components import Evaluation, Metric, Sampler
 from workbench.display import save_samples
 from workbench.errors import WorkbenchError
 from workbench.evaluation import Results, evaluate, make_evaluation
@@ -24,6 +24,7 @@ from workbench.pipeline import Pipeline
 from workbench.sampling import draw_samples
 
 PICTURES = ["samples.png", "trajectory.png", "forward.png", "loss.png"]
+PREVIEWS = "previews.pt"
 
 
 def evaluate_into(run_dir: Path, evaluation: Evaluation, metrics: Sequence[Metric]) -> Results:
@@ -56,7 +57,7 @@ def report_run(
             run_dir / "samples.png", samples, evaluation.labels, evaluation.class_names, held_out, evaluation.data_labels
         )
     else:
-        save_samples(shown, run_dir / "samples.png", data=held_out)
+        save_samples(shown, run_dir / "samples.png", data=held_out, title=f"{exp.name} · {run_dir.name}: {describe(exp.sampler)}, EMA weights")
     save_pictures(run_dir, pipeline, ema, held_out)
     events.written(run_dir, PICTURES)
     return evaluate_into(run_dir, evaluation, exp.metrics).values if metrics else {}
@@ -79,6 +80,29 @@ def save_pictures(run_dir: Path, pipeline: Pipeline, ema: Callable, held_out: to
     forward = plots.forward_process(diffusion, x0, steps, streams.generator(exp.seed, "forward"))
     plots.save_rows([(f"forward process ({exp.scheduler.name} schedule)", plots.panels(forward))], run_dir / "forward.png")
     plots.training_curves(runs.read_metrics(run_dir), run_dir / "loss.png")
+
+
+def describe(sampler: Sampler) -> str:
+    """'sampler dpm_solver (steps 20, order 3)': the sampler and the options that set its path."""
+    values = sampler.model_dump()
+    if values.get("guidance") == 1.0:  # the conditional model as it is: nothing to say
+        values.pop("guidance")
+    options = [f"{k} {values[k]}" for k in ("steps", "eta", "order", "guidance") if values.get(k) is not None]
+    return f"sampler {sampler.name}" + (f" ({', '.join(options)})" if options else "")
+
+
+def record_preview(run_dir: Path, step: int, samples: torch.Tensor, held_out: torch.Tensor) -> None:
+    """Keep a preview and redraw progress.png from all kept: the model learning, one row per preview step.
+
+    The previews live in previews.pt (step -> samples; a resumed run keeps the earlier ones, and draws
+    again the ones after its checkpoint).
+    """
+    path = run_dir / PREVIEWS
+    kept = runs.load_checkpoint(path) if path.exists() else {}
+    kept[str(step)] = samples[:16].cpu() if samples.ndim > 2 else samples.cpu()
+    runs.save_checkpoint(path, kept)
+    previews = sorted((int(k), v) for k, v in kept.items())
+    runs.write_artifact(run_dir / "progress.png", plots.progress_sheet(previews, held_out.cpu()))
 
 
 def preview_samples(pipeline: Pipeline, ema: Callable) -> torch.Tensor:

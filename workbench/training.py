@@ -43,7 +43,7 @@ from workbench.experiment import Experiment
 from workbench.handle import Run
 from workbench.pipeline import Pipeline, resolve_device
 from workbench.registry import one_line
-from workbench.report import preview_samples, report_run
+from workbench.report import preview_samples, record_preview, report_run
 from workbench.settings import Settings, load_settings
 from workbench.trainer import Trainer
 
@@ -125,12 +125,13 @@ def train(
             root = Path(runs_dir or settings.runs_dir)
             on_main(context, lambda: runs.check_runs_dir(root, exp.name))
         # Data before the run directory: a user mistake there must not leave an empty run behind.
-        trainer, train_data, held_out = prepare(exp, device_, context, note=events.note, settings=settings)
+        started = machine.run_choices(run_dir) if resume_dir is not None else None
+        trainer, train_data, held_out = prepare(exp, device_, context, note=events.note, settings=settings, choices=started)
         if resume_dir is not None:
             resume(trainer, run_dir, context)
             events.resumed(run_dir, trainer.steps_done)
         else:
-            run_dir = on_main(context, lambda: new_run(root, exp, held))
+            run_dir = on_main(context, lambda: new_run(root, exp, held, trainer.choices))
         run = Run(run_dir, exp.registry)
         return fit(trainer, train_data, held_out, run, events, evaluate_at_end=evaluate_at_end, cache_dir=settings.cache_dir)
     finally:
@@ -160,11 +161,13 @@ def on_main(context: distributed.Context, work: Callable[[], Any]) -> Any:
     return result
 
 
-def new_run(root: Path, exp: Experiment, held: list[runs.RunLock]) -> Path:
-    """A new run directory, locked, with the resolved experiment in it."""
+def new_run(root: Path, exp: Experiment, held: list[runs.RunLock], choices: machine.Choices | None = None) -> Path:
+    """A new run directory, locked, with the resolved experiment (and the engine choices it trains with) in it."""
     run_dir = runs.new_run_dir(root, exp.name)
     held.append(runs.lock_run(run_dir))
     runs.atomic_write_bytes(run_dir / runs.EXPERIMENT, lambda f: f.write(exp.to_toml().encode()))
+    if choices is not None:
+        machine.save_run_choices(run_dir, choices)
     return run_dir
 
 
@@ -202,6 +205,7 @@ def prepare(
     context: distributed.Context = distributed.SINGLE,
     note: Callable[[str], None] = lambda message: None,
     settings: Settings | None = None,
+    choices: machine.Choices | None = None,
 ) -> tuple[Trainer, Any, torch.Tensor]:
     """The trainer of `exp` (its network initialised from the seed), the training data and the held-out data.
 
@@ -209,15 +213,19 @@ def prepare(
     user where set, else measured by rank 0 (or read from the cache) and told to every rank.
     """
     layout, fused, threads = (None if exp.train.layout == "auto" else exp.train.layout), True, exp.train.threads
-    if settings is not None:  # without settings (benchmarks, tests of the step): what the experiment says, unmeasured
+    if choices is not None:  # a resumed run: what it started with
+        note(machine.report_line(choices, {}, len(exp.dataset.shape) == 3, "as this run started"))
+    elif settings is not None:  # without settings (benchmarks, tests of the step): what the experiment says, unmeasured
         found = machine.choose(exp, device, context.world_size, settings.cache_dir, settings.threads) if context.is_main else None
         choices, line = distributed.broadcast(found, context)
-        layout, fused, threads = choices.layout, choices.fused, choices.threads
         note(line)
+    if choices is not None:
+        layout, fused, threads = choices.layout, choices.fused, choices.threads
     if device.type == "cpu" and threads != "auto":
         torch.set_num_threads(threads)
     torch.manual_seed(exp.seed)  # the network's initialisation
     trainer = Trainer(Pipeline(exp, device, layout), context, note=note, fused=fused)
+    trainer.choices = choices
     train_data, held_out = trainer.pipeline.load_data()
     if not isinstance(train_data, torch.Tensor):
         batches.check_epoch(len(train_data), exp.train.batch_size // exp.train.accumulate)
@@ -377,8 +385,11 @@ def train_loop(
             events.log(run, step, record, smoothed_loss(trainer.losses))
             if step % spec.checkpoint_every == 0:
                 save_checkpoint(trainer, run.dir, saved)
-            if context.is_main and spec.sample_every and step % spec.sample_every == 0 and step < spec.steps:
-                events.preview(step, preview_samples(trainer.pipeline, trainer.ema), held_out)
+        if context.is_main and spec.sample_every and (step % spec.sample_every == 0 or step == spec.steps):
+            samples = preview_samples(trainer.pipeline, trainer.ema)
+            record_preview(run.dir, step, samples, held_out)  # progress.png: the model learning
+            if step < spec.steps:
+                events.preview(step, samples, held_out)
     window.close()
 
 
