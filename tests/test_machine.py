@@ -96,3 +96,28 @@ def test_prepare_applies_the_choices(tmp_path, monkeypatch):
         assert convolutions and all(p.is_contiguous() for p in convolutions)
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_resumed_run_keeps_the_choices_it_started_with(tmp_path, monkeypatch):
+    from workbench import runs
+    from workbench.training import train
+
+    (tmp_path / "e.toml").write_text(TINY)
+    monkeypatch.setenv("WB_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("WB_CACHE_DIR", str(tmp_path / "cache"))
+    exp = load_experiment("mlp", file=tmp_path / "e.toml", overrides=["eval.metrics=[]"])
+    run = train(exp, evaluate_at_end=False)
+    started = machine.run_choices(run.dir)
+    assert started is not None and started.threads == 1  # WB_THREADS=1 in the tests
+    forced = Choices(threads=1, layout="contiguous", fused=not started.fused)  # as if the cache now said otherwise
+    machine.save_run_choices(run.dir, forced)
+    heard = []
+    from workbench.events import Listener
+
+    class Recorder(Listener):
+        def note(self, message):
+            heard.append(message)
+
+    longer = load_experiment("mlp", file=run.dir / runs.EXPERIMENT, overrides=["train.steps=4"])
+    train(longer, resume_dir=run.dir, evaluate_at_end=False, listeners=[Recorder()])
+    assert any(line.endswith("(as this run started)") and ("foreach" if forced.fused is False else "fused") in line for line in heard)

@@ -34,8 +34,10 @@ def test_image_networks_are_laid_out_channels_last_and_compute_the_same(tmp_path
         for p in nchw.parameters():  # the output layers start at zero; give every path signal
             p.copy_(torch.randn_like(p) * 0.1)
         pipeline.model.load_state_dict(nchw.state_dict())
-    x, t = torch.randn(4, 3, 8, 8), torch.tensor([0, 10, 500, 999])
-    torch.testing.assert_close(pipeline.model(x, t), nchw(x, t), rtol=1e-4, atol=1e-5)
+    # In float64 the two layouts' different summation orders differ by ~1e-15, while a wrongly laid out
+    # weight changes the output at order 1: 1e-10 separates them on any CPU (.double() keeps channels_last).
+    x, t = torch.randn(4, 3, 8, 8, dtype=torch.float64), torch.tensor([0, 10, 500, 999])
+    torch.testing.assert_close(pipeline.model.double()(x, t), nchw.double()(x, t), rtol=1e-10, atol=1e-10)
 
 
 def test_vector_networks_and_bf16_on_the_cpu_keep_the_default_layout(tmp_path):

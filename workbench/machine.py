@@ -262,7 +262,7 @@ def choose(
         "cpu": cpu_name(), "cpus": available_cpus(), "torch": torch.__version__, "device": _device_name(device),
         "threads": thread_options, "layouts": layouts, "fused": fused, "world_size": world_size,
         "network": exp.backbone.model_dump(mode="json") | {"backbone": exp.backbone.name}, "shape": shape,
-        "loss": exp.loss.name, "variance": exp.diffusion.variance, "batch": spec.batch_size // spec.accumulate // world_size,
+        "out_channels": exp.loss.out_channels(shape[0], exp.diffusion.variance), "batch": spec.batch_size // spec.accumulate // world_size,
         "precision": spec.precision, "compile": spec.compile,
     }
     path = cache_dir / "engine" / f"{cache_key(description)}.json" if cache_dir is not None else None
@@ -276,15 +276,17 @@ def choose(
 
 
 def step_maker(exp: Experiment, device: torch.device, world_size: int = 1) -> Callable[[Choices], Step]:
-    """For each candidate, one optimizer step of its own copy of the run's network on a fixed batch of its size."""
-    from workbench.diffusion import Diffusion
+    """For each candidate, one optimizer step of its own copy of the run's network on a fixed batch of its size.
+
+    The loss is a plain mean square of the network's output: the network is what the choices change, and a
+    plugin's loss (with its own state, or its own failures) is not run outside the run's care.
+    """
     from workbench.trainer import adamw, fast_bf16
 
     spec = exp.train
     shape = tuple(exp.dataset.shape)
-    diffusion = Diffusion(exp.scheduler.betas(), exp.diffusion.prediction, exp.diffusion.variance)
-    loss = exp.loss.for_data(exp.dataset.levels)
-    out_channels = loss.out_channels(shape[0], exp.diffusion.variance)
+    out_channels = exp.loss.out_channels(shape[0], exp.diffusion.variance)
+    timesteps = exp.scheduler.timesteps
     batch = max(1, spec.batch_size // spec.accumulate // world_size)
     autocast = spec.precision == "bf16" and fast_bf16(device)
 
@@ -295,19 +297,35 @@ def step_maker(exp: Experiment, device: torch.device, world_size: int = 1) -> Ca
         optimizer = adamw(model.parameters(), lr=spec.lr, fused=choice.fused)
         generator = torch.Generator(device=device).manual_seed(0)
         x0 = torch.rand((batch, *shape), generator=generator, device=device) * 2 - 1
-        t = torch.randint(0, diffusion.num_timesteps, (batch,), generator=generator, device=device)
-        noise = torch.randn(x0.shape, generator=generator, device=device)
+        t = torch.randint(0, timesteps, (batch,), generator=generator, device=device)
 
         def step() -> None:
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                value = loss.terms(model, diffusion, x0, t, noise).loss.mean()
+                value = model(x0, t).float().square().mean()
             value.backward()
             optimizer.step()
 
         return step
 
     return make_step
+
+
+RUN_FILE = "engine.json"
+"""Where a run keeps the choices it started with: a resumed run takes the same ones (fused and foreach
+AdamW, or 1 and 2 threads, round differently, so switching mid-run would break bit-for-bit resume)."""
+
+
+def save_run_choices(run_dir: Path, choices: Choices) -> None:
+    (run_dir / RUN_FILE).write_text(json.dumps(asdict(choices)))
+
+
+def run_choices(run_dir: Path) -> Choices | None:
+    """The choices a run started with; None for a run from before they were kept (or an unreadable file)."""
+    try:
+        return Choices(**json.loads((run_dir / RUN_FILE).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def _device_name(device: torch.device) -> str:

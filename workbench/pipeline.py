@@ -14,7 +14,7 @@ import torch
 from workbench import plots, streams
 from workbench.batches import first_examples, select
 from workbench.components import Sampler
-from workbench.diffusion import Diffusion
+from workbench.diffusion import Diffusion, check_betas
 from workbench.errors import ConfigError, WorkbenchError
 from workbench.experiment import Experiment
 from workbench.registry import validate_component
@@ -48,6 +48,20 @@ def memory_format(
     return torch.channels_last if layout == "channels_last" else torch.contiguous_format
 
 
+def schedule(exp: Experiment) -> torch.Tensor:
+    """The experiment's betas, checked where a plugin's output enters the engine (diffusion.check_betas);
+    a scheduler that raises is named with the plugin that provided it."""
+    scheduler, provider = exp.scheduler, exp.providers["scheduler"]
+    try:
+        betas = scheduler.betas()
+    except Exception as exc:  # a third party's scheduler: name it rather than show its traceback
+        raise WorkbenchError(
+            f"scheduler '{scheduler.name}' from plugin '{provider}' raised {type(exc).__name__} in betas(): {exc}",
+            hint=f"the plugin '{provider.plugin}' needs a fix; `wb list schedulers` shows the others",
+        ) from None
+    return check_betas(betas, scheduler.name, provider, scheduler.timesteps)
+
+
 class Pipeline:
     """Diffusion process, network and data shape of one experiment on one device."""
 
@@ -55,7 +69,7 @@ class Pipeline:
         self.exp = exp
         self.device = device
         self.shape = tuple(exp.dataset.shape)
-        self.diffusion = Diffusion(exp.scheduler.betas(), exp.diffusion.prediction, exp.diffusion.variance)
+        self.diffusion = Diffusion(schedule(exp), exp.diffusion.prediction, exp.diffusion.variance)
         out_channels = exp.loss.out_channels(self.shape[0], exp.diffusion.variance)
         self.num_classes = exp.num_classes
         """K for a conditional experiment (labels 0..K-1, K = "no label"); None for an unconditional one."""
@@ -150,7 +164,7 @@ def noised_examples(exp: Experiment, steps: int, n: int) -> tuple[list[int], lis
 
     Returns the steps and a (title, x_t) picture per step.
     """
-    diffusion = Diffusion(exp.scheduler.betas())
+    diffusion = Diffusion(schedule(exp))
     x0 = first_examples(exp.dataset.load(), n if len(exp.dataset.shape) == 3 else 2000)
     shown = plots.evenly_spaced_steps(diffusion.num_timesteps, steps)
     return shown, plots.forward_process(diffusion, x0, shown, streams.generator(exp.seed, "forward"))

@@ -56,6 +56,7 @@ class Trainer:
         self.autocast = spec.precision == "bf16" and fast_bf16(self.device)
         if spec.precision == "bf16" and not self.autocast:
             note(f"this {self.device.type} has no fast bf16 (CUDA, or a CPU with AVX512-BF16 / AMX); training in fp32")
+        self.choices: Any = None  # the engine choices it runs with (workbench.machine), set by training.prepare
         self.steps_done = 0
         self.wall_time = 0.0
         self.losses: list[float] = []  # the logged losses, one per logging step
