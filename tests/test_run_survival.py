@@ -33,6 +33,8 @@ from workbench.errors import ConfigError, WorkbenchError
 from workbench.plugins.losses import MSE
 from workbench.registry import Registry
 
+from test_training import interrupt_at
+
 TINY = """\
 [tiny]
 description = "a tiny swiss roll run"
@@ -183,20 +185,6 @@ def started(line: str) -> bool:
 
 
 # --- 1. resume: which run, --resume RUN, a finished run ------------------------------------------
-
-
-def interrupt_at(step: int) -> types.ModuleType:
-    """A plugin that presses Ctrl-C (SIGINT to this process) after logging `step`."""
-    module = types.ModuleType("interrupter")
-
-    @wb.hookimpl
-    def on_log(run, step: int, metrics):
-        if step == stop_at:
-            os.kill(os.getpid(), signal.SIGINT)
-
-    stop_at = step
-    module.on_log = on_log
-    return module
 
 
 def test_resume_says_which_run_it_continues_takes_a_run_and_leaves_a_finished_run_alone(workdir, monkeypatch):
