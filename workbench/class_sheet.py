@@ -16,7 +16,8 @@ from PIL import Image, ImageDraw, ImageFont
 from workbench.display import DATA_RGB, SAMPLE_RGB, _to_canvas, is_image_batch, tile
 
 FONT = ImageFont.load_default()
-LABEL_WIDTH = 90
+CHAR_WIDTH = 6
+"""Width in pixels of one character of Pillow's default bitmap font: the label column fits the longest title."""
 HEADER = 18
 
 
@@ -45,13 +46,14 @@ def class_sheet(
         for k in classes:
             grid = tile(samples[labels == k][:per_class], nrow=per_class, border=1)
             rows.append(Image.fromarray(grid.numpy()).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST))
-        width = LABEL_WIDTH + max(im.width for im in rows)
+        label_width = 8 + CHAR_WIDTH * max(len(class_title(k, names)) for k in classes)
+        width = label_width + max(im.width for im in rows)
         sheet = Image.new("RGB", (width, sum(im.height + 2 for im in rows)), "white")
         draw = ImageDraw.Draw(sheet)
         y = 0
         for k, im in zip(classes, rows):
             draw.text((4, y + im.height // 2 - 5), class_title(k, names), fill=(40, 40, 40), font=FONT)
-            sheet.paste(im, (LABEL_WIDTH, y))
+            sheet.paste(im, (label_width, y))
             y += im.height + 2
         return sheet
     per_row = min(len(classes), 4)
