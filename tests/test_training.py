@@ -331,6 +331,9 @@ def test_a_conditional_run_trains_on_labels_with_dropout_and_samples_each_class(
     opened = wb.open_run(run.dir)
     model = opened.pipeline().model
     assert model.label_embed.num_embeddings == 9  # 8 classes and "no label"
+    # The guidance scale is the run's: another sampler keeps it unless told otherwise.
+    assert opened.pipeline().sampler("ddpm").guidance == 2.0
+    assert opened.pipeline().sampler("ddpm", {"guidance": 1.5}).guidance == 1.5
     x = opened.sample(16, labels=3, guidance=1.0, sampler="ddim", steps=5)
     assert x.shape == (16, 2) and torch.isfinite(x).all()
     by_name = opened.sample(16, labels="northwest", guidance=1.0, sampler="ddim", steps=5)

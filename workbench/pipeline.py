@@ -139,7 +139,8 @@ class Pipeline:
         if name is None or name == exp.sampler.name:
             entry = exp.registry.get("sampler", f"{exp.providers['sampler'].plugin}:{exp.sampler.name}")
             return validate_component(entry, {**exp.sampler.model_dump(), **options})
-        return exp.registry.build("sampler", name, **options)
+        # The guidance scale is the run's, not one sampler's: another sampler keeps it unless told otherwise.
+        return exp.registry.build("sampler", name, **{"guidance": exp.sampler.guidance, **options})
 
 
 
