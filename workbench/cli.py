@@ -102,6 +102,7 @@ def make_app() -> typer.Typer:
     app.command("eval")(evaluate_run)
     app.command("runs")(list_runs)
     app.command("noise")(noise)
+    app.command("check")(check)
     from workbench.registry import default_registry
 
     default_registry().pm.hook.register_commands(app=app)
@@ -575,6 +576,38 @@ def noise(
     path = out or Path(f"noise-{'-'.join(experiments)}.png")
     plots.save_rows(rows, path)
     console.print(f"written to {path}", soft_wrap=True)
+
+
+# --- wb check ---------------------------------------------------------------------------------
+
+
+def check(
+    kind: str = typer.Argument(..., help="scheduler, sampler, backbone, loss (dataset and metric: no checks yet)"),
+    name: str = typer.Argument(..., help="the component's name (or provider:name), built-in or a plugin's"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", "-s", help="an option of the component: --set steps=20 (value is TOML)", metavar="OPTION=VALUE"),
+    as_json: bool = JsonOption,
+) -> None:
+    """Check a component's contract and mathematics against ground truth (exact denoisers, closed forms)."""
+    from workbench.registry import default_registry
+    from workbench.testing import check_named
+
+    results = check_named(default_registry(), kind, name, set_ or [])
+    failed = [r.check for r in results if not r.passed]
+    if as_json:
+        print_json([r.as_dict() for r in results])
+    else:
+        table = Table(title=f"wb check {kind} {name}", title_justify="left")
+        for column in ("check", "figure", "limit"):
+            table.add_column(column, overflow="fold")
+        table.add_column("verdict", no_wrap=True)
+        styles = {"pass": "green", "warn": "yellow", "fail": "bold red"}
+        for r in results:
+            table.add_row(r.check, r.figure, r.limit, Text(r.verdict, style=styles[r.verdict]))
+        console.print(table)
+        if not results:
+            console.print(f"no checks for kind '{kind}' yet")
+    if failed:
+        raise WorkbenchError(f"{len(failed)} check(s) failed: " + "; ".join(failed))
 
 
 def main() -> None:

@@ -1,0 +1,164 @@
+"""workbench.testing and `wb check`: the built-ins pass every check; each broken fixture fails the check naming its fault."""
+
+from __future__ import annotations
+
+import json
+import types
+
+import pytest
+from typer.testing import CliRunner
+
+import broken_components as broken
+from workbench import registry as registry_module
+from workbench.cli import make_app
+from workbench.components import Sampler
+from workbench.hookspecs import hookimpl
+from workbench.registry import PluginInfo, Registry
+from workbench.testing import CHECKS, CheckError, check_component, check_registered, parametrize_with_checks
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def failed(results) -> set[str]:
+    return {r.check for r in results if not r.passed}
+
+
+# --- the built-ins pass -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", [k for k, checks in CHECKS.items() if checks])
+def test_every_registered_component_passes_every_check(registry, kind):
+    """The whole registry (built-ins and any installed plugin) at default options, as `wb check` runs it."""
+    failures = {}
+    for name in registry.names(kind):
+        results = check_registered(registry, kind, name)
+        assert results, f"{kind} '{name}': no checks ran"
+        if failed(results):
+            failures[name] = [f"{r.check}: {r.figure} (limit {r.limit})" for r in results if not r.passed]
+    assert not failures, failures
+
+
+def test_terminal_snr_is_a_warning_not_a_failure(registry):
+    """scaled_linear (Stable Diffusion's) keeps 6.8% of the signal at T: reported, flagged, not failed."""
+    results = check_registered(registry, "scheduler", "scaled_linear")
+    snr = next(r for r in results if r.check == "terminal SNR near 0")
+    assert snr.passed and snr.warning and snr.verdict == "warn" and "0.0683" in snr.figure
+    linear = next(r for r in check_registered(registry, "scheduler", "linear") if r.check == "terminal SNR near 0")
+    assert linear.verdict == "pass"
+
+
+# --- broken fixtures fail the check that names the fault ---------------------------------------
+
+
+def test_off_by_one_sampler_fails_samples_match_the_data():
+    results = check_component("sampler", broken.OffByOneSampler)
+    assert {r.check for r in results if r.check.startswith("samples match the data")} <= failed(results)
+    assert failed(results) and all(name.startswith("samples match the data") for name in failed(results))
+
+
+def test_non_monotone_schedule_fails_alpha_bar_decreasing():
+    results = check_component("scheduler", broken.NonMonotoneScheduler)
+    assert "alpha-bar strictly decreasing" in failed(results)
+    assert "deterministic" not in failed(results)
+
+
+def test_backbone_ignoring_t_fails_depends_on_t():
+    assert failed(check_component("backbone", broken.TimeBlindBackbone)) == {"output depends on t"}
+
+
+def test_loss_ignoring_importance_weights_fails_that_check():
+    assert failed(check_component("loss", broken.UnweightedVLB)) == {"importance weights keep the mean"}
+
+
+def test_loss_with_bound_weighted_in_nats_fails_the_bound_check():
+    assert failed(check_component("loss", broken.NatsVLB)) == {"bound averages to wb.nll"}
+
+
+def test_a_component_that_raises_fails_with_the_exception_named():
+    class Raising(broken.NonMonotoneScheduler):
+        name = "raising"
+
+        def betas(self):
+            raise RuntimeError("no betas today")
+
+    results = check_component("scheduler", Raising)
+    assert results and not any(r.passed for r in results)
+    assert all("RuntimeError: no betas today" in r.figure for r in results)
+
+
+# --- for a plugin's own suite -------------------------------------------------------------------
+
+
+@parametrize_with_checks("scheduler", broken.NonMonotoneScheduler, timesteps=40)
+def test_parametrizer_gives_one_test_per_check(check, request):
+    assert request.node.callspec.id == check.name
+    if check.name in ("betas", "monotone"):
+        with pytest.raises(AssertionError, match="limit"):
+            check()
+    else:
+        assert check()
+
+
+def test_parametrizer_ids_are_the_check_names():
+    mark = parametrize_with_checks("sampler", wb_ddim())
+    assert mark.kwargs["ids"] == [name for name, _ in CHECKS["sampler"]]
+
+
+def wb_ddim() -> Sampler:
+    import workbench as wb
+
+    return wb.build("sampler", "ddim")
+
+
+# --- wb check -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def wb_with(monkeypatch):
+    """`wb ARGS` against a registry of the built-ins plus the broken fixtures (and a failed import)."""
+
+    def use(*extra: PluginInfo):
+        module = types.ModuleType("broken_plugin")
+        module.register_schedulers = hookimpl(lambda register: register(broken.NonMonotoneScheduler))
+        module.register_backbones = hookimpl(lambda register: register(broken.TimeBlindBackbone))
+        reg = Registry.load(modules=[("broken_plugin", module)])
+        reg.plugins.extend(extra)
+        monkeypatch.setattr(registry_module, "_default", reg)
+        return lambda *args: CliRunner().invoke(make_app(), list(args), env={"COLUMNS": "200"})
+
+    return use
+
+
+def test_wb_check_passes_a_builtin_with_a_table(wb_with):
+    result = wb_with()("check", "scheduler", "cosine", "--set", "timesteps=200")
+    assert result.exit_code == 0, result.output + result.stderr
+    for word in ("check", "figure", "limit", "verdict", "alpha-bar strictly decreasing", "T = 200"):
+        assert word in result.output
+
+
+def test_wb_check_fails_naming_the_failed_check(wb_with):
+    result = wb_with()("check", "backbone", "time_blind")
+    assert result.exit_code != 0
+    assert "output depends on t" in result.stderr and "1 check(s) failed" in result.stderr
+    as_json = wb_with()("check", "scheduler", "non_monotone", "--json")
+    assert as_json.exit_code != 0
+    verdicts = {r["check"]: r["verdict"] for r in json.loads(as_json.stdout)}
+    assert verdicts["alpha-bar strictly decreasing"] == "fail" and verdicts["deterministic"] == "pass"
+
+
+def test_wb_check_reports_a_plugin_import_error(wb_with):
+    info = PluginInfo("workbench_foo", "workbench-foo", "0.1.0", error="ModuleNotFoundError: No module named 'scipy'")
+    result = wb_with(info)("check", "sampler", "foo")
+    assert result.exit_code != 0
+    assert "unknown sampler 'foo'" in result.stderr and "No module named 'scipy'" in result.stderr
+    assert "workbench_foo" in result.stderr
+
+
+def test_wb_check_refuses_a_bad_option(wb_with):
+    result = wb_with()("check", "sampler", "ddim", "--set", "stepz=5")
+    assert result.exit_code != 0 and "stepz" in result.stderr
+
+
+def test_check_error_is_a_workbench_error():
+    with pytest.raises(CheckError):
+        check_component("sampler", broken.NonMonotoneScheduler)
