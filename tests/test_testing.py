@@ -162,3 +162,17 @@ def test_wb_check_refuses_a_bad_option(wb_with):
 def test_check_error_is_a_workbench_error():
     with pytest.raises(CheckError):
         check_component("sampler", broken.NonMonotoneScheduler)
+
+
+def test_the_sampler_example_plugin_passes_its_checks(monkeypatch):
+    """examples/workbench-euler, registered the way its entry point would, passes `wb check sampler euler`."""
+    import sys
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "examples" / "workbench-euler"))
+    sys.modules.pop("workbench_euler", None)
+    import workbench_euler
+
+    reg = Registry.load(entry_points=False, modules=[("euler", workbench_euler)])
+    results = check_registered(reg, "sampler", "euler")
+    assert results and not failed(results)
