@@ -290,16 +290,17 @@ class ExplodingLoss(wb.Loss):
         return wb.LossTerms(loss * float("nan") if self._calls > self.after else loss)
 
 
-def test_a_nan_loss_stops_cleanly_keeping_the_last_good_checkpoint(workdir, monkeypatch):
+@pytest.mark.parametrize("name", ["tiny", "tiny_cond"])
+def test_a_nan_loss_stops_cleanly_keeping_the_last_good_checkpoint(workdir, monkeypatch, name):
     module = types.ModuleType("nan_plugin")
     module.register_losses = wb.hookimpl(lambda register: register(ExplodingLoss))
     module.register_losses.__name__ = "register_losses"
     with_plugin(monkeypatch, "nan_plugin", module)
-    exp = load_experiment("tiny", overrides=["loss.name=exploding", "train.log_every=1"])
+    exp = load_experiment(name, overrides=["loss.name=exploding", "train.log_every=1"])
     with pytest.raises(NonFiniteLoss, match="the loss became nan at step 8") as excinfo:
         train(exp)
     assert "last good checkpoint (step 5)" in excinfo.value.hint
-    run_dir = runs.latest_run_dir(workdir / "runs", "tiny")
+    run_dir = runs.latest_run_dir(workdir / "runs", name)
     state = final_state(run_dir)
     assert state["step"] == 5 and all(torch.isfinite(v).all() for v in state["model"].values())
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed"
