@@ -81,3 +81,30 @@ class NatsVLB(VLB):
     def terms(self, model, diffusion, x0, t, noise, weights=None):
         terms = super().terms(model, diffusion, x0, t, noise, weights)
         return wb.LossTerms(terms.loss, bound=terms.bound * math.log(2))
+
+
+class OffGridDataset(wb.Dataset):
+    """Points said to take 17 levels whose values are scaled to [-1.5, 1.5]: off the range and off the grid."""
+
+    name = "off_grid"
+
+    @property
+    def shape(self):
+        return (2,)
+
+    @property
+    def levels(self):
+        return 17
+
+    def load(self):
+        k = torch.randint(0, 17, (100, 2), generator=torch.Generator().manual_seed(0))
+        return (k.float() / 8 - 1) * 1.5
+
+
+class BlindMetric(wb.Metric):
+    """A distance that never looks at the samples."""
+
+    name = "blind"
+
+    def compute(self, evaluation):
+        return 0.25

@@ -31,6 +31,8 @@ def test_every_registered_component_passes_every_check(registry, kind):
     """The whole registry (built-ins and any installed plugin) at default options, as `wb check` runs it."""
     failures = {}
     for name in registry.names(kind):
+        if any(option.required for option in registry.get(kind, name).cls.options()):
+            continue  # a user's files (folder, npz): checked below with files made here
         results = check_registered(registry, kind, name)
         assert results, f"{kind} '{name}': no checks ran"
         if failed(results):
@@ -72,6 +74,24 @@ def test_loss_ignoring_importance_weights_fails_that_check():
 
 def test_loss_with_bound_weighted_in_nats_fails_the_bound_check():
     assert failed(check_component("loss", broken.NatsVLB)) == {"bound averages to wb.nll"}
+
+
+def test_datasets_of_a_users_files_pass(registry, png_folder, tmp_path):
+    import numpy as np
+
+    assert not failed(check_registered(registry, "dataset", "folder", {"path": str(png_folder), "size": 8}))
+    np.savez(tmp_path / "points.npz", x=np.random.default_rng(0).uniform(-1, 1, (50, 2)).astype("float32"))
+    assert not failed(check_registered(registry, "dataset", "npz", {"path": str(tmp_path / "points.npz")}))
+
+
+def test_off_grid_dataset_fails_range_and_levels():
+    assert failed(check_component("dataset", broken.OffGridDataset)) == {
+        "values in [-1, 1]", "levels consistent with the values"
+    }
+
+
+def test_metric_that_ignores_the_samples_fails_the_ordering():
+    assert failed(check_component("metric", broken.BlindMetric)) == {"data scores better than perturbed data"}
 
 
 def test_a_component_that_raises_fails_with_the_exception_named():

@@ -582,7 +582,7 @@ def noise(
 
 
 def check(
-    kind: str = typer.Argument(..., help="scheduler, sampler, backbone, loss (dataset and metric: no checks yet)"),
+    kind: str = typer.Argument(..., help="scheduler, sampler, backbone, loss, dataset or metric"),
     name: str = typer.Argument(..., help="the component's name (or provider:name), built-in or a plugin's"),
     set_: Optional[list[str]] = typer.Option(None, "--set", "-s", help="an option of the component: --set steps=20 (value is TOML)", metavar="OPTION=VALUE"),
     as_json: bool = JsonOption,

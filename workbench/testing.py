@@ -634,6 +634,129 @@ def _se(values) -> float:
     return float(values.std() / math.sqrt(len(values)))
 
 
+# --- datasets ---------------------------------------------------------------------------------
+
+DATASET_ITEMS = 256
+"""A dataset streamed from disk (a torch Dataset) is checked on its first 256 examples."""
+
+
+def _dataset_tensor(dataset: Component):
+    """(the data as a tensor [N, *shape] or its first DATASET_ITEMS examples, how many there are)."""
+    torch = _torch()
+    data = dataset.load()
+    if isinstance(data, torch.Tensor):
+        return data, len(data)
+    n = len(data)
+    items = [data[i] for i in range(min(n, DATASET_ITEMS))]
+    items = [item[0] if isinstance(item, (tuple, list)) else item for item in items]
+    return torch.stack(items), n
+
+
+def dataset_shape_range_levels(dataset: Component) -> list[CheckResult]:
+    """Examples have the declared shape; values lie in [-1, 1]; with `levels` L they sit on the L-level grid."""
+    torch = _torch()
+    x, n = _dataset_tensor(dataset)
+    shape = tuple(dataset.shape)
+    results = [CheckResult("shape as declared", f"{n} x {tuple(x.shape[1:])}", f"N x {shape}",
+                           tuple(x.shape[1:]) == shape and x.is_floating_point() and n > 0)]
+    lo, hi = float(x.min()), float(x.max())
+    results.append(CheckResult("values in [-1, 1]", f"min {lo:.4g}, max {hi:.4g}", "-1 <= x <= 1",
+                               bool(torch.isfinite(x).all()) and lo >= -1 and hi <= 1))
+    levels = dataset.levels
+    if levels is None:
+        results.append(CheckResult("levels consistent with the values", "levels = None (continuous)", "n/a", True))
+    else:
+        # x = 2k/(L-1) - 1 in float32: k = (x + 1)(L-1)/2 is an integer to within float32 round-off, 2^-23 (L-1)
+        k = (x.to(torch.float64) + 1) * (levels - 1) / 2
+        off = float((k - k.round()).abs().max())
+        limit = 2.0**-23 * (levels - 1) * 4
+        results.append(CheckResult("levels consistent with the values",
+                                   f"largest distance to the {levels}-level grid {off:.3g} steps",
+                                   f"<= {limit:.2g} (float32 round-off)", off <= limit))
+    return results
+
+
+def dataset_labels(dataset: Component) -> list[CheckResult]:
+    """Where the set has classes: one label per example, each in 0..K-1, K = len(class_names)."""
+    torch = _torch()
+    names = dataset.class_names
+    if names is None:
+        return [CheckResult("labels in range", "no classes", "n/a", True)]
+    labels = dataset.class_labels()
+    _, n = _dataset_tensor(dataset)
+    if labels is None:
+        return [CheckResult("labels in range", "class_names but no class_labels()", "labels [N]", False)]
+    lo, hi = int(labels.min()), int(labels.max())
+    ok = labels.dtype == torch.long and len(labels) == n and lo >= 0 and hi < len(names)
+    return [CheckResult("labels in range", f"{len(labels)} labels in {lo}..{hi}", f"{n} labels in 0..{len(names) - 1}", ok)]
+
+
+def dataset_seeded(dataset: Component) -> list[CheckResult]:
+    """Loading twice gives bitwise the same data; where the set has a `seed` option, another seed gives other data."""
+    torch = _torch()
+    a, _ = _dataset_tensor(dataset)
+    b, _ = _dataset_tensor(type(dataset)(**dataset.model_dump()))
+    results = [CheckResult("loads repeat bitwise", "bitwise equal" if torch.equal(a, b) else "differ", "bitwise equal",
+                           torch.equal(a, b))]
+    if "seed" in type(dataset).model_fields:
+        c, _ = _dataset_tensor(dataset.model_copy(update={"seed": dataset.seed + 1}))
+        differs = c.shape != a.shape or not torch.equal(a, c)
+        results.append(CheckResult("another seed gives other data", "differs" if differs else "the same data",
+                                   "differs", differs))
+    return results
+
+
+# --- metrics ----------------------------------------------------------------------------------
+
+METRIC_POINTS = 1000
+
+
+def _metric_evaluation(samples, shift: float = 0.0):
+    """An Evaluation of 2-D mixture data (a fixed held-out set) with `samples` given, and as the model the exact
+    denoiser of that mixture moved by `shift` (0: the data's own)."""
+    torch = _torch()
+    from workbench.components import Evaluation
+    from workbench.exact import circle_means
+
+    model, diffusion, _ = _exact_model(circle_means() + shift, 0.05, None, "eps", "fixed_small", 100)
+    _, _, exact = _exact_model(circle_means(), 0.05, None, "eps", "fixed_small", 100)
+    data = exact.sample_data(METRIC_POINTS, _seeded(11))
+    return Evaluation(model=model, diffusion=diffusion, data=data, levels=None, sampler=None,
+                      num_samples=len(samples), samples_given=samples.to(torch.float32), seed=0)
+
+
+def _metric_value(metric: Component, samples, shift: float = 0.0) -> float:
+    from workbench.components import MetricResult
+
+    value = metric.compute(_metric_evaluation(samples, shift))
+    return float(value.value if isinstance(value, MetricResult) else value)
+
+
+METRIC_SHIFT = 0.3
+"""The perturbation: samples and model moved by 0.3, half the distance between neighbouring modes (0.54)."""
+
+
+def metric_orders_sets(metric: Component) -> list[CheckResult]:
+    """On 2-D mixture data: fresh draws (and the exact model) score strictly better than the same moved by
+    METRIC_SHIFT; seeded repeatability: one evaluation twice gives the same value."""
+    from workbench.exact import circle_means
+
+    _, _, exact = _exact_model(circle_means(), 0.05, None, "eps", "fixed_small", 100)
+    fresh = exact.sample_data(METRIC_POINTS, _seeded(12))
+    try:
+        good, again = _metric_value(metric, fresh), _metric_value(metric, fresh)
+    except (ConfigError, ValueError, NotImplementedError) as exc:
+        return [CheckResult("scores 2-D data", f"does not apply: {exc}", "n/a", True, warning=True)]
+    bad = _metric_value(metric, fresh + METRIC_SHIFT, METRIC_SHIFT)
+    better = good > bad if metric.higher_is_better else good < bad
+    return [
+        CheckResult("data scores better than perturbed data",
+                    f"{good:.4g} vs {bad:.4g} ({'higher' if metric.higher_is_better else 'lower'} is better)",
+                    "strictly better", better),
+        CheckResult("seeded repeatability", f"{good:.6g} and {again:.6g}", "equal", good == again),
+    ]
+
+
 # --- the catalogue ----------------------------------------------------------------------------
 
 CHECKS: dict[str, list[tuple[str, Callable[[Component], list[CheckResult]]]]] = {
@@ -663,8 +786,14 @@ CHECKS: dict[str, list[tuple[str, Callable[[Component], list[CheckResult]]]]] = 
         ("importance_weights", loss_importance_weights),
         ("bound_matches_nll", loss_bound_matches_nll),
     ],
-    "dataset": [],
-    "metric": [],
+    "dataset": [
+        ("shape_range_levels", dataset_shape_range_levels),
+        ("labels", dataset_labels),
+        ("seeded", dataset_seeded),
+    ],
+    "metric": [
+        ("orders_sets", metric_orders_sets),
+    ],
 }
 
 
