@@ -30,3 +30,18 @@ def test_points_get_one_panel_per_class_and_scales_sit_side_by_side():
     assert sheet.size == (4 * 56 + 6, 2 * (50 + 18 + 6))  # 8 classes: two rows of four panels
     both = side_by_side([("guidance 0", sheet), ("guidance 1", sheet)])
     assert both.size == (2 * (sheet.width + 10), sheet.height + 18)
+
+
+def test_the_terminal_shows_one_labelled_row_per_class():
+    from rich.console import Console
+
+    from workbench.class_sheet import terminal_class_rows
+
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    images = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    console = Console(width=80, record=True, color_system=None)
+    console.print(terminal_class_rows(images, labels, ["disc", "square", "triangle"]))
+    text = console.export_text()
+    lines = [line.strip() for line in text.splitlines()]
+    titles = [line.split()[:2] for line in lines if line[:1].isdigit()]
+    assert titles == [["0", "disc"], ["1", "square"], ["2", "triangle"]]

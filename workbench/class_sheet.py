@@ -73,6 +73,28 @@ def class_sheet(
     return sheet
 
 
+def terminal_class_rows(
+    samples: torch.Tensor, labels: torch.Tensor, names: list[str], data: torch.Tensor | None = None, per_class: int = 8
+):
+    """The terminal's picture: images as one labelled row per class; points as one scatter over the data."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from workbench.display import TerminalImage, terminal_samples
+
+    if not is_image_batch(samples):
+        return terminal_samples(samples, data)
+    samples, labels = samples.detach().cpu(), labels.detach().cpu()
+    sheet = Table.grid(padding=(0, 1))
+    sheet.add_column(justify="right", style="dim")
+    sheet.add_column()
+    for k in range(len(names)):
+        mine = samples[labels == k][:per_class]
+        if len(mine):
+            sheet.add_row(Text(class_title(k, names)), TerminalImage(mine, nrow=per_class))
+    return sheet
+
+
 def side_by_side(sheets: list[tuple[str, Image.Image]]) -> Image.Image:
     """Titled sheets left to right (one per guidance scale)."""
     width = sum(im.width + 10 for _, im in sheets)

@@ -90,6 +90,12 @@ class ConsoleListener(Listener):
         self.console.print(f"[bold]samples from the EMA model ({sampler})[/]")
         self.console.print(terminal_samples(samples, data))
 
+    def class_samples(self, samples: torch.Tensor, labels: torch.Tensor, names: list[str], data: torch.Tensor, sampler: str) -> None:
+        from workbench.class_sheet import terminal_class_rows
+
+        self.console.print(f"[bold]samples from the EMA model ({sampler}), one row per class[/]")
+        self.console.print(terminal_class_rows(samples, labels, names, data))
+
     def written(self, run_dir: Path, names: list[str]) -> None:
         self.console.print(f"pictures written to {run_dir}: {', '.join(names)}", soft_wrap=True)
 

@@ -64,6 +64,9 @@ class Listener:
     def samples(self, samples: torch.Tensor, data: torch.Tensor, sampler: str) -> None:
         """The final samples from the EMA model."""
 
+    def class_samples(self, samples: torch.Tensor, labels: torch.Tensor, names: list[str], data: torch.Tensor, sampler: str) -> None:
+        """A conditional run's final samples, each asked for the class `labels` (names: the class names)."""
+
     def written(self, run_dir: Path, names: list[str]) -> None:
         """Files written to the run directory."""
 

@@ -51,7 +51,10 @@ def report_run(
     evaluation = make_evaluation(pipeline, ema, held_out, cache_dir=cache_dir, announce=events.phase)
     samples = evaluation.samples
     shown = samples if samples.ndim == 2 else samples[: exp.train.preview]
-    events.samples(shown, held_out, exp.sampler.name)
+    if evaluation.labels is not None:
+        events.class_samples(samples, evaluation.labels, evaluation.class_names, held_out, exp.sampler.name)
+    else:
+        events.samples(shown, held_out, exp.sampler.name)
     if evaluation.labels is not None:  # a conditional run: one labelled row (or scatter) per class
         save_class_sheet(
             run_dir / "samples.png", samples, evaluation.labels, evaluation.class_names, held_out, evaluation.data_labels
