@@ -89,7 +89,7 @@ def test_rejection_keeps_each_label_with_its_point():
         points = 4 * torch.rand(m, 2, generator=generator) - 2
         return points, (points[:, 0] > 0).long()
 
-    points, labels = toy2d._inside_box(draw, 1000, "test")
+    points, labels = toy2d.inside_box(draw, 1000, "test")
     assert points.shape == (1000, 2) and points.abs().max() <= 1
     assert torch.equal(labels, (points[:, 0] > 0).long())
 

@@ -306,7 +306,7 @@ def test_results_come_back_in_the_input_dtype(generator, variance):
         assert result.dtype == torch.float32
     # The tables stay float64, wherever they are cached.
     assert d.betas.dtype == d.alphas_cumprod.dtype == torch.float64
-    for tables in d._on_device.values():
+    for tables in d.device_tables.values():
         assert all(table.dtype == torch.float64 for table in tables.values())
     # And float32 agrees with the float64 computation to float32 precision.
     p64 = d.p_mean_variance(output.double(), x_t.double(), t, clip_denoised=True)
@@ -319,11 +319,11 @@ def test_tables_are_cached_per_device_and_float64_is_exact(generator):
     x0, eps, t = draw(generator, (T, 2))
     x_t = d.q_sample(x0, t, eps)
     cpu = torch.device("cpu")
-    cached = d._on_device[cpu]["sqrt_alphas_cumprod"]
+    cached = d.device_tables[cpu]["sqrt_alphas_cumprod"]
     assert cached.dtype == torch.float64 and cached.device == cpu
     d.q_sample(x0.float(), t, eps.float())
-    assert d._on_device[cpu]["sqrt_alphas_cumprod"] is cached  # reused, not rebuilt per call or dtype
-    assert list(d._on_device) == [cpu]
+    assert d.device_tables[cpu]["sqrt_alphas_cumprod"] is cached  # reused, not rebuilt per call or dtype
+    assert list(d.device_tables) == [cpu]
     # float64 in: no detour through float32 (that would be ~1e-8 off).
     abar = column(abar_of(d.betas)[t], x0)
     torch.testing.assert_close(x_t, abar.sqrt() * x0 + (1 - abar).sqrt() * eps, rtol=1e-14, atol=1e-15)
@@ -336,7 +336,7 @@ def test_tables_follow_the_tensors_to_the_gpu(generator):
     x_t = d.q_sample(x0.cuda(), t.cuda(), eps.cuda())
     assert x_t.device.type == "cuda" and x_t.dtype == torch.float64
     torch.testing.assert_close(x_t.cpu(), d.q_sample(x0, t, eps), rtol=1e-12, atol=1e-12)
-    assert {device.type for device in d._on_device} >= {"cuda"}
+    assert {device.type for device in d.device_tables} >= {"cuda"}
 
 
 # --- output layout ---------------------------------------------------------------

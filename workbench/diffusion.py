@@ -110,6 +110,11 @@ class Diffusion:
     def __repr__(self) -> str:
         return f"Diffusion(T={self.num_timesteps}, prediction={self.prediction!r}, variance={self.variance!r})"
 
+    @property
+    def device_tables(self) -> dict[torch.device, dict[str, torch.Tensor]]:
+        """The float64 tables copied to each device so far, by name: each is copied once and then reused."""
+        return {device: dict(tables) for device, tables in self._on_device.items()}
+
     # --- reading the float64 tables at step t ---------------------------------
 
     def _at(self, name: str, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

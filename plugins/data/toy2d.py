@@ -48,7 +48,7 @@ def swissroll(n: int, noise: float, generator: torch.Generator) -> Points:
         roll = torch.stack([t * torch.cos(t), t * torch.sin(t)], dim=1) * (EXTENT / t_max)
         return _add_noise(roll, noise, generator), None
 
-    return _inside_box(draw, n, "swissroll")
+    return inside_box(draw, n, "swissroll")
 
 
 def moons(n: int, noise: float, generator: torch.Generator) -> Points:
@@ -64,7 +64,7 @@ def moons(n: int, noise: float, generator: torch.Generator) -> Points:
         moon = (moon - torch.tensor([0.5, 0.25])) * (EXTENT / 1.5)
         return _add_noise(moon, noise, generator), label
 
-    return _inside_box(draw, n, "moons")
+    return inside_box(draw, n, "moons")
 
 
 def eight_gaussians(n: int, noise: float, generator: torch.Generator) -> Points:
@@ -76,7 +76,7 @@ def eight_gaussians(n: int, noise: float, generator: torch.Generator) -> Points:
         centres = EXTENT * torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)
         return _add_noise(centres, noise, generator), label
 
-    return _inside_box(draw, n, "eight_gaussians")
+    return inside_box(draw, n, "eight_gaussians")
 
 
 def circles(n: int, noise: float, factor: float, generator: torch.Generator) -> Points:
@@ -89,7 +89,7 @@ def circles(n: int, noise: float, factor: float, generator: torch.Generator) -> 
         ring = radius[:, None] * torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)
         return _add_noise(ring, noise, generator), label
 
-    return _inside_box(draw, n, "circles")
+    return inside_box(draw, n, "circles")
 
 
 def checkerboard(n: int, cells: int, generator: torch.Generator) -> Points:
@@ -108,7 +108,7 @@ def _add_noise(points: torch.Tensor, noise: float, generator: torch.Generator) -
     return points + noise * torch.randn(points.shape, generator=generator)
 
 
-def _inside_box(draw: Callable[[int], Points], n: int, name: str) -> Points:
+def inside_box(draw: Callable[[int], Points], n: int, name: str) -> Points:
     """n points from `draw`, each point outside [-1, 1]^2 replaced by a fresh draw until none is.
 
     Every slot keeps drawing until it accepts a point, independently of the
