@@ -8,7 +8,9 @@ exits non-zero after running the rest.
 RESULTS.md has one part per machine ("# Machine: CPU, cores, GPU"): a run
 replaces only its own machine's part, and with `--only` only those
 benchmarks in it, so figures from an Intel Xeon with AMX and from an AMD
-EPYC with AVX2 stand side by side, each with its own date.
+EPYC with AVX2 stand side by side, each with its own date. Sections that
+no script here writes (measured by hand, e.g. the conditional-generation
+tables) are kept as they are.
 
     python benchmarks/run_all.py [--only training samplers] [--output benchmarks/RESULTS.md] [--smoke]
     make bench        # the same, after installing the `bench` extra (diffusers)
@@ -99,8 +101,10 @@ def main() -> None:
                            f"{datetime.date.today().isoformat()}, {seconds:.0f} s\n\n{text}")
     parts, order = machine_parts(args.output.read_text()) if args.output.exists() else ({}, [])
     this = machine_title()
-    kept = sections(parts.get(this, "")) if set(args.only) != set(BENCHMARKS) else {}
+    earlier = sections(parts.get(this, ""))
+    kept = earlier if set(args.only) != set(BENCHMARKS) else {}
     ordered = [measured.get(title) or kept.get(title) for title, _ in BENCHMARKS.values()]
+    ordered += [text for title, text in earlier.items() if title not in measured and title not in dict(BENCHMARKS.values())]
     parts[this] = (
         f"- machine: {machine()}\n"
         f"- versions: {versions()}\n"

@@ -68,7 +68,7 @@ def test_run_all_only_replaces_the_sections_it_runs_and_keeps_other_machines(tmp
         "# Benchmark results\n\nintro\n"
         "\n# Machine: Another CPU, 64 cores, no GPU\n\n- machine: another\n\n## CLI start-up\n\nthe other machine's figures\n"
         f"\n# Machine: {machine_title()}\n\n- machine: this one\n\n## Sampling against diffusers' schedulers\n\n"
-        "earlier figures\n\n## CLI start-up\n\nstale figures\n"
+        "earlier figures\n\n## CLI start-up\n\nstale figures\n\n## Measured by hand\n\nhand figures\n"
     )
     result = subprocess.run(
         [sys.executable, str(BENCHMARKS / "run_all.py"), "--smoke", "--only", "cli_startup", "--output", str(output)],
@@ -78,5 +78,6 @@ def test_run_all_only_replaces_the_sections_it_runs_and_keeps_other_machines(tmp
     text = output.read_text()
     assert "earlier figures" in text and "stale figures" not in text and "### CLI start-up" in text
     assert "the other machine's figures" in text and text.count("# Machine: ") == 2
+    assert "## Measured by hand\n\nhand figures" in text  # a section no script writes is kept
     this = text.index(f"# Machine: {machine_title()}")
     assert this < text.index("## Sampling against", this) < text.index("## CLI start-up", this)  # the benchmarks' order
