@@ -55,7 +55,8 @@ def test_terminal_snr_is_a_warning_not_a_failure(registry):
 def test_off_by_one_sampler_fails_samples_match_the_data():
     results = check_component("sampler", broken.OffByOneSampler)
     assert {r.check for r in results if r.check.startswith("samples match the data")} <= failed(results)
-    assert failed(results) and all(name.startswith("samples match the data") for name in failed(results))
+    # the contract holds; only the math fails (through the guidance wrapper too)
+    assert all(name.startswith(("samples match the data", "guidance")) for name in failed(results))
 
 
 def test_non_monotone_schedule_fails_alpha_bar_decreasing():

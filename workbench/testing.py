@@ -323,6 +323,53 @@ def sampler_shape_device(sampler: Component) -> list[CheckResult]:
     return results
 
 
+def sampler_guidance(sampler: Component) -> list[CheckResult]:
+    """Through the guidance wrapper (workbench.guidance.Guided) and the exact class-conditional denoiser of 3 modes:
+    at s = 1 the samples of each class match that class's mode, at s = 0 they match the whole mixture, within
+    FLOOR_MULTIPLE x the floor (distances averaged over the classes at s = 1, over two seeded runs)."""
+    torch = _torch()
+    from workbench.distances import sliced_wasserstein
+    from workbench.guidance import Guided, balanced_labels
+
+    three = torch.tensor([[-0.6, -0.4], [0.5, -0.5], [0.0, 0.6]], dtype=torch.float64)
+    _, diffusion, exact = _exact_model(three, 0.1, None, "eps", "fixed_small", SAMPLER_T)
+    labels = balanced_labels(SAMPLES, 3)
+
+    def target(component, n: int, seed: int):
+        """What an exact chain ends at, E[x0 | x_0 (, class)], for draws of one component (None: the mixture)."""
+        x0 = exact.sample_data(n, _seeded(seed), component=component).to(torch.float64)
+        t = torch.zeros(n, dtype=torch.long)
+        x_t = diffusion.q_sample(x0, t, torch.randn(x0.shape, generator=_seeded(seed + 7), dtype=torch.float64))
+        return exact.posterior_mean(x_t, t, None if component is None else torch.full((n,), component))
+
+    results = []
+    for scale, groups in ((1.0, [0, 1, 2]), (0.0, [None])):
+        references = {k: target(k, REFERENCE, 999) for k in groups}
+
+        def distance(x, k):
+            return sliced_wasserstein(x, references[k], projections=128, generator=_seeded(0))
+
+        def score(draw) -> float:
+            if groups == [None]:
+                return distance(draw(None), None)
+            return sum(distance(draw(k), k) for k in groups) / len(groups)
+
+        guided = Guided(exact, labels, scale, null_label=3)
+        runs = [sampler.sample(guided, diffusion, (SAMPLES, 2), generator=_seeded(s)) for s in (0, 1)]
+        ours = sum(score(lambda k, x=x: x if k is None else x[labels == k]) for x in runs) / 2
+        floor = sum(
+            score(lambda k, s=s: target(k, SAMPLES if k is None else int((labels == k).sum()), s)) for s in (100, 200, 300, 400)
+        ) / 4
+        what = "each class its own mode" if scale else "the mixture"
+        results.append(CheckResult(
+            f"guidance s = {scale:g}: {what}",
+            f"SW {ours:.4f} = {ours / floor:.2f} x floor {floor:.4f}",
+            f"{FLOOR_MULTIPLE} x floor",
+            ours <= FLOOR_MULTIPLE * floor,
+        ))
+    return results
+
+
 # --- backbones --------------------------------------------------------------------------------
 
 DATA_SHAPES = [(2,), (5,), (1, 8, 8), (3, 8, 8), (1, 16, 16)]
@@ -771,6 +818,7 @@ CHECKS: dict[str, list[tuple[str, Callable[[Component], list[CheckResult]]]]] = 
         ("seeded", sampler_seeded),
         ("progress", sampler_progress),
         ("shape_device", sampler_shape_device),
+        ("guidance", sampler_guidance),
     ],
     "backbone": [
         ("shapes", backbone_shapes),
