@@ -185,15 +185,19 @@ def test_check_error_is_a_workbench_error():
         check_component("sampler", broken.NonMonotoneScheduler)
 
 
-def test_the_sampler_example_plugin_passes_its_checks(monkeypatch):
-    """examples/workbench-euler, registered the way its entry point would, passes `wb check sampler euler`."""
+@pytest.mark.parametrize(
+    "folder, module, kind, name",
+    [("workbench-euler", "workbench_euler", "sampler", "euler"), ("workbench-tinyconv", "workbench_tinyconv", "backbone", "tinyconv")],
+)
+def test_the_example_plugins_pass_their_checks(monkeypatch, folder, module, kind, name):
+    """examples/workbench-euler and -tinyconv, registered the way their entry points would, pass `wb check`."""
+    import importlib
     import sys
     from pathlib import Path
 
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "examples" / "workbench-euler"))
-    sys.modules.pop("workbench_euler", None)
-    import workbench_euler
-
-    reg = Registry.load(entry_points=False, modules=[("euler", workbench_euler)])
-    results = check_registered(reg, "sampler", "euler")
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "examples" / folder))
+    sys.modules.pop(module, None)
+    plugin = importlib.import_module(module)
+    reg = Registry.load(entry_points=False, modules=[(module, plugin)])
+    results = check_registered(reg, kind, name)
     assert results and not failed(results)
