@@ -201,3 +201,22 @@ def test_the_example_plugins_pass_their_checks(monkeypatch, folder, module, kind
     reg = Registry.load(entry_points=False, modules=[(module, plugin)])
     results = check_registered(reg, kind, name)
     assert results and not failed(results)
+
+
+def test_nfe_table_counts_model_evaluations(registry):
+    from workbench.testing import nfe_table_named, sampler_nfe_table
+
+    rows = nfe_table_named(registry, "dpm_solver", [], [5, 20])
+    assert [(r["steps"], r["evaluations"]) for r in rows] == [(5, 5), (20, 20)]
+    assert rows[1]["sw"] < rows[0]["sw"]  # more evaluations, closer to the exact chain
+
+    class NoSteps(Sampler):
+        name = "no_steps"
+
+    with pytest.raises(CheckError, match="steps"):
+        sampler_nfe_table(NoSteps(), [5])
+
+
+def test_wb_check_nfe_refuses_what_is_not_a_list_of_steps(wb_with):
+    result = wb_with()("check", "scheduler", "linear", "--nfe", "x")
+    assert result.exit_code != 0 and "--nfe" in result.stderr

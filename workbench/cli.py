@@ -585,16 +585,28 @@ def check(
     kind: str = typer.Argument(..., help="scheduler, sampler, backbone, loss, dataset or metric"),
     name: str = typer.Argument(..., help="the component's name (or provider:name), built-in or a plugin's"),
     set_: Optional[list[str]] = typer.Option(None, "--set", "-s", help="an option of the component: --set steps=20 (value is TOML)", metavar="OPTION=VALUE"),
+    nfe: Optional[str] = typer.Option(
+        None, "--nfe", metavar="STEPS,...",
+        help="samplers with a steps option: also a table of distance against model evaluations at these steps (e.g. 5,10,20,50)",
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Check a component's contract and mathematics against ground truth (exact denoisers, closed forms)."""
     from workbench.registry import default_registry
-    from workbench.testing import check_named
+    from workbench.testing import check_named, nfe_table_named
 
     results = check_named(default_registry(), kind, name, set_ or [])
     failed = [r.check for r in results if not r.passed]
+    table_rows = None
+    if nfe is not None:
+        try:
+            steps = [int(part) for part in nfe.split(",") if part.strip()]
+        except ValueError:
+            raise WorkbenchError(f"--nfe {nfe!r}: expected step counts separated by commas, e.g. 5,10,20") from None
+        table_rows = nfe_table_named(default_registry(), name, set_ or [], steps)
     if as_json:
-        print_json([r.as_dict() for r in results])
+        checks = [r.as_dict() for r in results]
+        print_json(checks if table_rows is None else {"checks": checks, "nfe": table_rows})
     else:
         table = Table(title=f"wb check {kind} {name}", title_justify="left")
         for column in ("check", "figure", "limit"):
@@ -606,6 +618,14 @@ def check(
         console.print(table)
         if not results:
             console.print(f"no checks for kind '{kind}' yet")
+        if table_rows is not None:
+            nfe_table = Table(title=f"{name}: distance to the exact chain's output (8 narrow modes) by model evaluations",
+                              title_justify="left")
+            for column in ("steps", "evaluations", "sliced W", "x floor"):
+                nfe_table.add_column(column, justify="right")
+            for row in table_rows:
+                nfe_table.add_row(str(row["steps"]), str(row["evaluations"]), f"{row['sw']:.4f}", f"{row['floor_multiple']:.2f}")
+            console.print(nfe_table)
     if failed:
         raise WorkbenchError(f"{len(failed)} check(s) failed: " + "; ".join(failed))
 

@@ -370,6 +370,33 @@ def sampler_guidance(sampler: Component) -> list[CheckResult]:
     return results
 
 
+def sampler_nfe_table(sampler: Component, steps: list[int] = (5, 10, 20, 50, 100)) -> list[dict[str, Any]]:
+    """Distance to the exact chain's output against model evaluations, for a sampler with a `steps` option.
+
+    Rows {steps, evaluations, sw, floor_multiple} on the 8-narrow-mode mixture (eps, fixed_small), one seeded
+    run of SAMPLES each; evaluations are counted by the model, not read off the option.
+    """
+    from workbench.distances import sliced_wasserstein
+    from workbench.exact import circle_means
+
+    if "steps" not in type(sampler).model_fields:
+        raise CheckError(f"sampler '{sampler.name}' has no `steps` option: no table of distance against evaluations")
+    model, diffusion, exact = _exact_model(circle_means(), 0.05, None, "eps", "fixed_small", SAMPLER_T)
+    reference = _chain_target(exact, diffusion, REFERENCE, 999)
+
+    def distance(x):
+        return sliced_wasserstein(x, reference, projections=128, generator=_seeded(0))
+
+    floor = sum(distance(_chain_target(exact, diffusion, SAMPLES, s)) for s in (100, 200, 300, 400)) / 4
+    rows = []
+    for n in steps:
+        exact.evaluations = 0
+        x = sampler.model_copy(update={"steps": n}).sample(exact, diffusion, (SAMPLES, 2), generator=_seeded(0))
+        sw = distance(x)
+        rows.append({"steps": n, "evaluations": exact.evaluations, "sw": sw, "floor_multiple": sw / floor})
+    return rows
+
+
 # --- backbones --------------------------------------------------------------------------------
 
 DATA_SHAPES = [(2,), (5,), (1, 8, 8), (3, 8, 8), (1, 16, 16)]
@@ -918,6 +945,19 @@ def check_registered(registry: Any, kind: str, name: str, options: dict[str, Any
 
 def check_named(registry: Any, kind: str, name: str, assignments: list[str] = ()) -> list[CheckResult]:
     """`wb check KIND NAME --set option=value ...`: the options parsed as TOML values, then `check_registered`."""
+    return check_registered(registry, kind, name, parse_options(assignments))
+
+
+def nfe_table_named(registry: Any, name: str, assignments: list[str] = (), steps: list[int] = (5, 10, 20, 50, 100)):
+    """`wb check sampler NAME --nfe 5,10,20`: the named sampler's table of distance against model evaluations."""
+    from workbench.registry import validate_component
+
+    sampler = validate_component(registry.get("sampler", name), parse_options(assignments))
+    return sampler_nfe_table(sampler, list(steps))
+
+
+def parse_options(assignments: list[str]) -> dict[str, Any]:
+    """['steps=20', 'eta=1.0'] -> {'steps': 20, 'eta': 1.0} (values are TOML)."""
     from workbench.toml_io import parse_assignment
 
     options = {}
@@ -927,4 +967,4 @@ def check_named(registry: Any, kind: str, name: str, assignments: list[str] = ()
         except ValueError as exc:
             raise ConfigError(f"--set {text!r}: {exc}", hint="write --set option=value, e.g. --set steps=20") from None
         options[key] = value
-    return check_registered(registry, kind, name, options)
+    return options
