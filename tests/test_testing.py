@@ -220,3 +220,14 @@ def test_nfe_table_counts_model_evaluations(registry):
 def test_wb_check_nfe_refuses_what_is_not_a_list_of_steps(wb_with):
     result = wb_with()("check", "scheduler", "linear", "--nfe", "x")
     assert result.exit_code != 0 and "--nfe" in result.stderr
+
+
+def test_wb_check_scheduler_picture(wb_with, tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "linear.png"
+    result = wb_with()("check", "scheduler", "linear", "--set", "timesteps=100", "--picture", str(out))
+    assert result.exit_code == 0, result.stderr
+    assert Image.open(out).size[0] > 8 * 100 and "written to" in result.stderr
+    refused = wb_with()("check", "backbone", "mlp", "--picture", str(out))
+    assert refused.exit_code != 0 and "--picture is for schedulers" in refused.stderr

@@ -589,6 +589,7 @@ def check(
         None, "--nfe", metavar="STEPS,...",
         help="samplers with a steps option: also a table of distance against model evaluations at these steps (e.g. 5,10,20,50)",
     ),
+    picture: Optional[Path] = typer.Option(None, "--picture", help="schedulers: also write a PNG of points noised at 8 t (like `wb noise`)"),
     as_json: bool = JsonOption,
 ) -> None:
     """Check a component's contract and mathematics against ground truth (exact denoisers, closed forms)."""
@@ -626,6 +627,12 @@ def check(
             for row in table_rows:
                 nfe_table.add_row(str(row["steps"]), str(row["evaluations"]), f"{row['sw']:.4f}", f"{row['floor_multiple']:.2f}")
             console.print(nfe_table)
+    if picture is not None:
+        from workbench.testing import picture_named
+
+        if default_registry().kind(kind) != "scheduler":
+            raise WorkbenchError("--picture is for schedulers", hint=f"wb check scheduler NAME --picture {picture}")
+        err.print(f"written to {picture_named(default_registry(), name, set_ or [], picture)}", soft_wrap=True)
     if failed:
         raise WorkbenchError(f"{len(failed)} check(s) failed: " + "; ".join(failed))
 

@@ -199,6 +199,23 @@ def scheduler_terminal_snr(scheduler: Component) -> list[CheckResult]:
     ]
 
 
+def scheduler_picture(scheduler: Component, path: Any, steps: int = 8) -> Any:
+    """`wb noise`-style picture of the schedule: 2000 points of 8 modes on a circle noised at `steps` evenly spaced t."""
+    from pathlib import Path
+
+    from workbench import plots
+    from workbench.diffusion import Diffusion
+    from workbench.exact import circle_means
+
+    diffusion = Diffusion(scheduler.betas())
+    _, _, exact = _exact_model(circle_means(), 0.05, None, "eps", "fixed_small", 100)
+    x0 = exact.sample_data(2000, _seeded(0))
+    shown = plots.evenly_spaced_steps(diffusion.num_timesteps, steps)
+    pictures = plots.forward_process(diffusion, x0, shown, _seeded(1))
+    label = f"scheduler '{scheduler.name}', T = {diffusion.num_timesteps}"
+    return plots.save_rows([(label, plots.panels(pictures))], Path(path))
+
+
 # --- samplers ---------------------------------------------------------------------------------
 
 SAMPLER_T = 1000
@@ -968,3 +985,10 @@ def parse_options(assignments: list[str]) -> dict[str, Any]:
             raise ConfigError(f"--set {text!r}: {exc}", hint="write --set option=value, e.g. --set steps=20") from None
         options[key] = value
     return options
+
+
+def picture_named(registry: Any, name: str, assignments: list[str], path: Any) -> Any:
+    """`wb check scheduler NAME --picture PATH`: the named scheduler's forward process, as a PNG."""
+    from workbench.registry import validate_component
+
+    return scheduler_picture(validate_component(registry.get("scheduler", name), parse_options(assignments)), path)
