@@ -231,3 +231,15 @@ def test_wb_check_scheduler_picture(wb_with, tmp_path):
     assert Image.open(out).size[0] > 8 * 100 and "written to" in result.stderr
     refused = wb_with()("check", "backbone", "mlp", "--picture", str(out))
     assert refused.exit_code != 0 and "--picture is for schedulers" in refused.stderr
+
+
+def test_a_check_warns_in_pytest_and_options_of_an_instance_are_validated(registry):
+    from workbench.testing import checks_for
+
+    scaled = registry.get("scheduler", "scaled_linear").cls
+    terminal = next(c for c in checks_for("scheduler", scaled) if c.name == "terminal_snr")
+    with pytest.warns(UserWarning, match="terminal SNR"):
+        terminal()
+    with pytest.raises(CheckError, match="timesteps"):
+        checks_for("scheduler", scaled(), timesteps=0)
+    assert checks_for("scheduler", scaled(timesteps=20), beta_start=0.001)[0].component.timesteps == 20

@@ -64,7 +64,12 @@ class Check:
             return [CheckResult(self.name, f"raised {type(exc).__name__}: {exc}", "no exception", False)]
 
     def __call__(self) -> list[CheckResult]:
+        import warnings
+
         results = self.results()
+        for r in results:
+            if r.warning:
+                warnings.warn(f"{self.kind} check {r.check}: {r.figure} ({r.limit})", UserWarning, stacklevel=2)
         failed = [r for r in results if not r.passed]
         if failed:
             raise AssertionError(
@@ -891,8 +896,8 @@ CHECKS: dict[str, list[tuple[str, Callable[[Component], list[CheckResult]]]]] = 
 
 def _instance(kind: str, component: type[Component] | Component, options: dict[str, Any]) -> Component:
     if isinstance(component, Component):
-        if options:
-            return component.model_copy(update=options)
+        if options:  # validated, as the class would be
+            return _instance(kind, type(component), {**component.model_dump(exclude_unset=True), **options})
         return component
     base = KINDS[kind]
     if not (isinstance(component, type) and issubclass(component, base)):
