@@ -51,12 +51,16 @@ class NLL(Metric):
         generator = evaluation.generator("nll")
         # A conditional run's bound is of each example given its class, -log p(x0 | y).
         labels = evaluation.data_labels[: self.examples] if evaluation.data_labels is not None else None
+        from workbench.sampling import across_batches
+
+        batches = data.split(self.batch_size)
         parts = [
             nll_terms(
                 evaluation.model, evaluation.diffusion, batch, levels=evaluation.levels, generator=generator,
-                labels=None if labels is None else labels[i : i + len(batch)],
+                labels=None if labels is None else labels[k * self.batch_size : k * self.batch_size + len(batch)],
+                progress=None if evaluation.progress is None else across_batches(evaluation.progress, k, len(batches)),
             )
-            for i, batch in zip(range(0, len(data), self.batch_size), data.split(self.batch_size))
+            for k, batch in enumerate(batches)
         ]
         total = float(torch.cat([p.total for p in parts]).mean())
         terms = {

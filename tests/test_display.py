@@ -92,3 +92,36 @@ def test_values_outside_the_data_range_are_counted_not_hidden():
 
     assert clipped(torch.zeros(10)) == ""
     assert clipped(torch.tensor([0.0, 1.5, -2.0, 1.0])).startswith("2 of 4 values (50.00%) outside [-1, 1]")
+
+
+def test_long_phases_get_a_bar_and_training_shows_no_loss_before_it_has_one():
+    """A phase with progress gets a transient bar on a terminal, which ends with the phase; the training
+    bar's loss column stays empty until the first logging step (never 'loss nan')."""
+    import io
+
+    from rich.console import Console
+
+    from workbench.console import ConsoleListener
+
+    out = io.StringIO()
+    listener = ConsoleListener(Console(file=out, force_terminal=True, width=100))
+    listener.phase("drawing 8 samples with ddpm")
+    for done in range(1, 5):
+        listener.advance(done, 4)
+        assert (listener.phase_bar is None) == (done == 4)  # ended exactly when done
+    listener.train_start(0, 10)
+    listener.step(3)
+    listener.train_end()
+    assert "nan" not in out.getvalue() and "drawing 8 samples" in out.getvalue()
+
+
+def test_progress_across_batches_counts_up_to_the_whole():
+    import workbench as wb
+    from workbench.diffusion import Diffusion
+
+    seen = []
+    diffusion = Diffusion(wb.build("scheduler", "cosine", timesteps=20).betas())
+    sampler = wb.build("sampler", "ddim", steps=5)
+    wb.draw_samples(sampler, lambda x, t: torch.zeros_like(x), diffusion, (10, 2), torch.Generator().manual_seed(0),
+                    batch_size=4, progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(done, 15) for done in range(1, 16)]  # 3 batches of 5 model evaluations, one count

@@ -251,6 +251,7 @@ def test_resume_through_the_cli_uses_the_stored_experiment(workdir, monkeypatch)
     with_plugin(monkeypatch, "interrupter", interrupt_at(5))
     result = CliRunner().invoke(make_app(), ["run", "tiny"])
     assert result.exit_code == 130 and "wb run tiny --resume" in result.output
+    assert "interrupted: " in result.output and "error:" not in result.output  # the user chose it: said plainly
     monkeypatch.setattr(registry_module, "_default", None)
     (workdir / "experiments.toml").write_text(TINY.replace("steps = 20", "steps = 999"))  # ignored by --resume
     result = CliRunner().invoke(make_app(), ["run", "tiny", "--resume", "--set", "eval.metrics=[]"])

@@ -54,7 +54,8 @@ class WorkbenchGroup(TyperGroup):
 
 
 def print_error(exc: WorkbenchError) -> None:
-    message = Text("error: ", style="bold red") + Text(exc.message)
+    style = "bold red" if exc.label == "error" else "bold yellow"
+    message = Text(f"{exc.label}: ", style=style) + Text(exc.message)
     err.print(message, soft_wrap=True)
     if exc.hint:
         err.print(Text(exc.hint, style="yellow"), soft_wrap=True)

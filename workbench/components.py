@@ -294,6 +294,8 @@ class Evaluation:
     dataset: Dataset | None = None
     cache_dir: Path | None = None
     announce: Callable[[str], None] | None = None
+    progress: Callable[[int, int], None] | None = None
+    """`progress(done, total)` within the current phase (model evaluations, timesteps x batches), for the bar."""
     memo: dict[str, Any] = field(default_factory=dict)
     """What metrics share, computed by the first that needs it (e.g. precision and recall's neighbourhoods)."""
     labels: torch.Tensor | None = None

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -31,6 +33,9 @@ class ConsoleListener(Listener):
         self.console = console
         self.progress: Progress | None = None
         self.task: Any = None
+        self.phase_bar: Progress | None = None
+        self.phase_task: Any = None
+        self.phase_message = ""
         self.total = 0
 
     def run_start(self, run: Run, header: dict[str, Any]) -> None:
@@ -50,7 +55,29 @@ class ConsoleListener(Listener):
         self.console.print(Text("warning: ", style="bold yellow") + Text(message), soft_wrap=True)
 
     def phase(self, message: str) -> None:
+        self._end_phase()
+        self.phase_message = message
         self.console.print(f"[dim]{message}…[/]")
+
+    def advance(self, done: int, total: int) -> None:
+        """A transient bar for the current phase (a terminal only; a log file has the phase's line)."""
+        if not self.console.is_terminal:
+            return
+        if self.phase_bar is None:
+            self.phase_bar = Progress(
+                TextColumn("  [dim]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                TimeRemainingColumn(), console=self.console, transient=True,
+            )
+            self.phase_bar.start()
+            self.phase_task = self.phase_bar.add_task(self.phase_message, total=total)
+        self.phase_bar.update(self.phase_task, completed=done, total=total)
+        if done >= total:
+            self._end_phase()
+
+    def _end_phase(self) -> None:
+        if self.phase_bar is not None:
+            self.phase_bar.stop()
+            self.phase_bar = None
 
     def train_start(self, step: int, total: int) -> None:
         self.total = total
@@ -58,7 +85,7 @@ class ConsoleListener(Listener):
             TextColumn("[bold blue]{task.description}"),
             BarColumn(),
             TextColumn("step {task.completed}/{task.total}"),
-            TextColumn("loss {task.fields[loss]:.4f}"),
+            _LossColumn(),
             _RateColumn(),
             TimeRemainingColumn(),
             console=self.console,
@@ -87,6 +114,7 @@ class ConsoleListener(Listener):
             self.progress = None
 
     def samples(self, samples: torch.Tensor, data: torch.Tensor, sampler: str) -> None:
+        self._end_phase()
         self.console.print(f"[bold]samples from the EMA model ({sampler})[/]")
         self.console.print(terminal_samples(samples, data))
 
@@ -97,9 +125,11 @@ class ConsoleListener(Listener):
         self.console.print(terminal_class_rows(samples, labels, names, data))
 
     def written(self, run_dir: Path, names: list[str]) -> None:
+        self._end_phase()
         self.console.print(f"pictures written to {run_dir}: {', '.join(names)}", soft_wrap=True)
 
     def run_end(self, run: Run, status: str, summary: dict[str, Any], losses: list[float]) -> None:
+        self._end_phase()
         if status != "done":
             return
         table = Table(title=f"{summary['experiment']} · {run.dir.name}", title_justify="left", show_header=False)
@@ -112,6 +142,14 @@ class ConsoleListener(Listener):
             table.add_row(name, f"{value:.4f}")
         self.console.print(table)
         self.console.print(f"run directory: {run.dir}", soft_wrap=True)
+
+
+class _LossColumn(ProgressColumn):
+    """The smoothed loss, once the first logging step has one (nothing before: not 'loss nan')."""
+
+    def render(self, task: Any) -> Text:
+        loss = task.fields.get("loss", float("nan"))
+        return Text(f"loss {loss:.4f}" if loss == loss else "")
 
 
 class _RateColumn(ProgressColumn):

@@ -17,6 +17,7 @@ class WorkbenchError(Exception):
     """A mistake the user can fix; `hint` says how."""
 
     exit_code = 1
+    label = "error"  # how the CLI introduces the message
     every_rank = False  # raised by every process of a distributed run at once: only rank 0 reports it
 
     def __init__(self, message: str, hint: str | None = None) -> None:

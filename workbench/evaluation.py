@@ -40,6 +40,7 @@ def make_evaluation(
     num_samples: int | None = None,
     cache_dir: Path | None = None,
     announce: Callable[[str], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Evaluation:
     """The Evaluation of a trained `model` of `pipeline`'s experiment, on `held_out` data.
 
@@ -59,13 +60,13 @@ def make_evaluation(
         generator = streams.generator(exp.seed, "samples", held_out.device)
         return draw_samples(
             sampler, model, pipeline.diffusion, (n, *held_out.shape[1:]), generator, exp.eval.batch_size,
-            labels=labels, num_classes=pipeline.num_classes,
+            progress=progress, labels=labels, num_classes=pipeline.num_classes,
         )
 
     return Evaluation(
         model=model, diffusion=pipeline.diffusion, data=held_out, levels=pipeline.levels, sampler=sampler,
         num_samples=n, draw=draw, seed=exp.seed, dataset=exp.dataset, cache_dir=cache_dir, announce=announce,
-        labels=labels, data_labels=pipeline.held_out_labels,
+        progress=progress, labels=labels, data_labels=pipeline.held_out_labels,
         class_names=exp.dataset.class_names if exp.conditional else None,
     )
 

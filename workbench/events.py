@@ -46,6 +46,9 @@ class Listener:
     def phase(self, message: str) -> None:
         """A phase of work begins ("drawing 1000 samples with ddpm", "computing nll")."""
 
+    def advance(self, done: int, total: int) -> None:
+        """Progress within the current phase: `done` of `total` (model evaluations, timesteps x batches)."""
+
     def train_start(self, step: int, total: int) -> None:
         """The loop starts at `step` of `total`."""
 

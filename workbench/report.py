@@ -48,7 +48,7 @@ def report_run(
     """The end of `wb run`: `eval.samples` drawn once (the picture and what sample-quality metrics score),
     the pictures of the run, and the experiment's metrics."""
     exp = pipeline.exp
-    evaluation = make_evaluation(pipeline, ema, held_out, cache_dir=cache_dir, announce=events.phase)
+    evaluation = make_evaluation(pipeline, ema, held_out, cache_dir=cache_dir, announce=events.phase, progress=events.advance)
     samples = evaluation.samples
     shown = samples if samples.ndim == 2 else samples[: exp.train.preview]
     if evaluation.labels is not None:
@@ -157,7 +157,8 @@ def _evaluate(
     _, held_out = pipeline.load_data()
     chosen = pipeline.sampler(sampler)
     evaluation = make_evaluation(
-        pipeline, pipeline.model, held_out, sampler=chosen, num_samples=num_samples, cache_dir=cache_dir, announce=events.phase
+        pipeline, pipeline.model, held_out, sampler=chosen, num_samples=num_samples, cache_dir=cache_dir, announce=events.phase,
+        progress=events.advance,
     )
     values = evaluate_into(run.dir, evaluation, metrics).values
     runs.add_evaluation(run.dir, {"sampler": chosen.name, "samples": evaluation.num_samples}, values)

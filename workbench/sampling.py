@@ -238,13 +238,15 @@ def draw_samples(
     if guidance is None:
         guidance = sampler.guidance
     outputs, trajectory = [], None
-    for start in range(0, n, batch_size):
+    batches = range(0, n, batch_size)
+    for index, start in enumerate(batches):
         size = min(batch_size, n - start)
         chain = model
         if labels is not None:
             chain = Guided(model, labels[start : start + size], guidance, num_classes, diffusion.learns_variance)
         result = sampler.sample(
-            chain, diffusion, (size, *shape[1:]), generator=generator, progress=progress,
+            chain, diffusion, (size, *shape[1:]), generator=generator,
+            progress=None if progress is None else across_batches(progress, index, len(batches)),
             return_trajectory=return_trajectory and start == 0,
         )
         if isinstance(result, tuple):
@@ -252,3 +254,8 @@ def draw_samples(
         outputs.append(result)
     samples = torch.cat(outputs)
     return (samples, trajectory) if return_trajectory else samples
+
+
+def across_batches(progress: Progress, index: int, batches: int) -> Progress:
+    """The progress of batch `index` of `batches` equal ones, reported as progress of the whole."""
+    return lambda done, total: progress(index * total + done, batches * total)

@@ -59,6 +59,7 @@ class Interrupted(WorkbenchError):
     mid-step, keeping the last one) and can be resumed. Its exit code is 128 + the signal: 130 or 143."""
 
     exit_code = 130
+    label = "interrupted"  # the user chose it: not an error
     every_rank = True  # the ranks stop together (distributed.any_rank)
 
     def __init__(self, message: str, hint: str | None = None, signum: int = signal.SIGINT) -> None:
