@@ -8,7 +8,7 @@ import torch
 from pydantic import Field
 
 import workbench as wb
-from workbench.plugins.losses import VLB
+from workbench.plugins.losses import MSE, VLB
 
 
 class OffByOneSampler(wb.ChainSampler):
@@ -108,3 +108,24 @@ class BlindMetric(wb.Metric):
 
     def compute(self, evaluation):
         return 0.25
+
+
+def _snr_over_snr_weight(diffusion, t, gamma):
+    """min(SNR, gamma) / SNR for every prediction: right for eps, wrong for v (which needs / (SNR + 1))."""
+    snr = diffusion.snr(t)
+    return snr.clamp(max=gamma) / snr
+
+
+class WrongMinSNR(MSE):
+    """The mse loss whose min-SNR weight for v-prediction has the eps denominator (diffusers' first attempt)."""
+
+    name = "wrong_min_snr"
+
+    def simple_loss(self, diffusion, prediction, x0, noise, t):
+        target = diffusion.training_target(x0, noise, t)
+        loss = ((prediction - target) ** 2).mean(dim=tuple(range(1, prediction.dim())))
+        if self.min_snr_gamma is None:
+            return loss
+        if diffusion.prediction == "x0":
+            return loss * diffusion.snr(t).clamp(max=self.min_snr_gamma).to(loss.dtype)
+        return loss * _snr_over_snr_weight(diffusion, t, self.min_snr_gamma).to(loss.dtype)

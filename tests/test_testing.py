@@ -243,3 +243,8 @@ def test_a_check_warns_in_pytest_and_options_of_an_instance_are_validated(regist
     with pytest.raises(CheckError, match="timesteps"):
         checks_for("scheduler", scaled(), timesteps=0)
     assert checks_for("scheduler", scaled(timesteps=20), beta_start=0.001)[0].component.timesteps == 20
+
+
+def test_min_snr_weight_with_the_wrong_v_denominator_fails_min_snr():
+    assert failed(check_component("loss", broken.WrongMinSNR)) == {"min-SNR weighting (v)"}
+    assert failed(check_component("loss", broken.WrongMinSNR, min_snr_gamma=1.0)) == {"min-SNR weighting (v)"}

@@ -726,6 +726,51 @@ def loss_bound_matches_nll(loss: Component) -> list[CheckResult]:
     )]
 
 
+def loss_min_snr(loss: Component) -> list[CheckResult]:
+    """A loss with a `min_snr_gamma` option weights every prediction's error to min(SNR, gamma) |x0 error|^2.
+
+    Hang et al. 2023's definition, whatever the model predicts: with eps, x0 or v outputs drawn at random,
+    the loss per example equals min(SNR_t, gamma) times the mean squared error of the x0 the output implies,
+    an identity to float64 round-off (a v-prediction weight of min(SNR, gamma) / SNR instead of
+    min(SNR, gamma) / (SNR + 1) is off by (SNR + 1) / SNR). Losses without the option: not applicable.
+    """
+    torch = _torch()
+    if "min_snr_gamma" not in type(loss).model_fields:
+        return [CheckResult("min-SNR weighting", "no min_snr_gamma option", "n/a", True)]
+    gamma = loss.min_snr_gamma if loss.min_snr_gamma is not None else 5.0
+    weighted = loss.model_copy(update={"min_snr_gamma": gamma})
+    results = []
+    g = _seeded(4)
+    t = torch.tensor([0, 2, 5, 10, 20, 30, 40, 49])
+    for prediction in ("eps", "x0", "v"):
+        # fixed variances only: with a learned one a loss may add a bound term (hybrid) to the weighted mse
+        variance = next((v for p, v in _parameterizations(loss) if p == prediction and v != "learned_range"), None)
+        if variance is None:
+            continue
+        diffusion = _diffusion(LOSS_T, prediction, variance, "cosine")
+        x0 = torch.rand(len(t), 3, generator=g, dtype=torch.float64) * 2 - 1
+        noise = torch.randn(x0.shape, generator=g, dtype=torch.float64)
+        mean_out = torch.randn(x0.shape, generator=g, dtype=torch.float64)
+        out = mean_out
+        with torch.no_grad():
+            value = weighted.for_data(None).terms(lambda x, s: out, diffusion, x0, t, noise).loss
+            if not isinstance(value, torch.Tensor):
+                raise TypeError("terms().loss is not a tensor")
+            x_t = diffusion.q_sample(x0, t, noise)
+            x0_hat, _ = diffusion.predict_x0_eps(mean_out, x_t, t)
+            snr = diffusion.snr(t).to(torch.float64)
+            expected = snr.clamp(max=gamma) * ((x0_hat - x0) ** 2).mean(1)
+        gap = float(((value - expected).abs() / expected.abs()).max())
+        results.append(CheckResult(
+            f"min-SNR weighting ({prediction})",
+            f"largest relative difference from min(SNR, {gamma:g}) |x0 error|^2: {gap:.3g}",
+            "<= 1e-9 (float64 round-off)", gap <= 1e-9,
+        ))
+    if not results:
+        results.append(CheckResult("min-SNR weighting", "accepts no fixed variance", "n/a", True))
+    return results
+
+
 def _se(values) -> float:
     return float(values.std() / math.sqrt(len(values)))
 
@@ -882,6 +927,7 @@ CHECKS: dict[str, list[tuple[str, Callable[[Component], list[CheckResult]]]]] = 
         ("unit_weights", loss_unit_weights),
         ("importance_weights", loss_importance_weights),
         ("bound_matches_nll", loss_bound_matches_nll),
+        ("min_snr", loss_min_snr),
     ],
     "dataset": [
         ("shape_range_levels", dataset_shape_range_levels),
