@@ -302,3 +302,13 @@ def test_sample_one_class_by_index_or_name_and_all_classes_at_several_scales(wb_
 def test_bad_class_and_guidance_are_clear_messages(wb_trained, run, args, expected):
     result = wb_trained("sample", run, "-n", "4", *args)
     assert result.exit_code != 0 and expected in " ".join(result.output.split()) and "Traceback" not in result.output
+
+
+def test_version():
+    from typer.testing import CliRunner
+
+    from workbench import __version__
+    from workbench.cli import make_app
+
+    result = CliRunner().invoke(make_app(), ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"wb (workbench) {__version__}"

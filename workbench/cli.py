@@ -83,6 +83,20 @@ JsonOption = typer.Option(False, "--json", help="print JSON for scripts")
 LATEST = ":latest"  # what a bare --resume stands for
 
 
+def show_version(value: bool) -> None:
+    if value:
+        from workbench import __version__
+
+        typer.echo(f"wb (workbench) {__version__}")
+        raise typer.Exit()
+
+
+def main_options(
+    version: bool = typer.Option(False, "--version", callback=show_version, is_eager=True, help="print the version and exit"),
+) -> None:
+    """A workbench for denoising diffusion models: declare an experiment, train it, look at it, measure it."""
+
+
 def make_app() -> typer.Typer:
     """The `wb` app with the built-in commands and those plugins add through `register_commands`."""
     app = typer.Typer(
@@ -94,6 +108,7 @@ def make_app() -> typer.Typer:
         pretty_exceptions_enable=False,
         rich_markup_mode=None,
     )
+    app.callback()(main_options)
     app.command("run")(run)
     app.command("show")(show)
     app.command("list")(list_components)
