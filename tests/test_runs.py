@@ -151,3 +151,21 @@ def test_latest_means_the_newest_run_id_not_the_last_directory_touched(tmp_path)
     os.utime(runs_dir / "e" / ids[0], (4e9, 4e9))  # touched last (e.g. sampled from)
     assert [d.name for d in runs.run_dirs(runs_dir, "e")] == ids
     assert runs.latest_run_dir(runs_dir, "e").name == "20260102-080000"
+
+
+def test_an_evaluation_with_another_sampler_is_keyed_by_it_and_never_overwrites(wb, workdir):
+    """The training's swd stays; `wb eval --sampler ddim --samples 50` adds its own figure, named by what differs."""
+    run_dir = runs.find_run_dir("tiny", workdir / "runs")
+    before = json.loads((run_dir / "summary.json").read_text())["metrics"]
+    result = wb("eval", "tiny", "--metric", "swd", "--sampler", "ddpm", "--samples", "50")
+    assert result.exit_code == 0, result.output
+    assert json.loads((run_dir / "summary.json").read_text())["metrics"]["swd"] == before["swd"]  # same sampler, other n
+    result = wb("eval", "tiny", "--metric", "swd", "--sampler", "ddim", "--samples", "50", "--steps", "10")
+    assert result.exit_code == 0, result.output
+    after = json.loads((run_dir / "summary.json").read_text())["metrics"]
+    assert after["swd (n 50)"] != after["swd"]
+    key = "swd (sampler ddim (steps 10, eta 0.0); n 50)"
+    assert after["swd"] == before["swd"] and key in after and key in result.output
+    line = json.loads((run_dir / "evaluations.jsonl").read_text().splitlines()[-1])
+    assert line["sampler"] == "ddim" and line["sampler_options"]["steps"] == 10 and line["samples"] == 50
+    assert line[key] == after[key]

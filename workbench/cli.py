@@ -476,23 +476,25 @@ def evaluate_run(
     metric: Optional[list[str]] = typer.Option(None, "--metric", "-m", help="metric to compute (repeat; default: the experiment's)"),
     samples: Optional[int] = typer.Option(None, min=1, help="samples to draw for sample-quality metrics"),
     sampler: Optional[str] = typer.Option(None, help="sampler for the samples (default: the experiment's)"),
+    steps: Optional[int] = typer.Option(None, min=1, help="the sampler's steps (model evaluations)"),
     device: Optional[str] = DeviceOption,
 ) -> None:
-    """Evaluate a run's EMA model and add the results to its summary."""
+    """Evaluate a run's EMA model and add the results to its summary (keyed by sampler and options when they differ)."""
     from workbench.console import ConsoleListener
     from workbench.events import Events
     from workbench.report import evaluate_run
 
     run = _find_run(run_ref)
     computed, results = evaluate_run(
-        run, metric or [], sampler=sampler, num_samples=samples, device=_device(device),
+        run, metric or [], sampler=sampler, sampler_options={"steps": steps} if steps else None,
+        num_samples=samples, device=_device(device),
         events=Events([ConsoleListener(console)]), cache_dir=settings().cache_dir,
     )
     table = Table(title=f"{run.dir.parent.name} · {run.dir.name}", title_justify="left")
     for column in ("metric", "value", "better"):
         table.add_column(column)
-    for m in computed:
-        table.add_row(m.name, f"{results[m.name]:.4f}", "higher" if m.higher_is_better else "lower")
+    for m, (key, value) in zip(computed, results.items()):
+        table.add_row(key, f"{value:.4f}", "higher" if m.higher_is_better else "lower")
     console.print(table)
 
 

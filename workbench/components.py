@@ -297,6 +297,7 @@ class Evaluation:
     progress: Callable[[int, int], None] | None = None
     """`progress(done, total)` within the current phase (model evaluations, timesteps x batches), for the bar."""
     memo: dict[str, Any] = field(default_factory=dict)
+    samples_read: int = 0
     """What metrics share, computed by the first that needs it (e.g. precision and recall's neighbourhoods)."""
     labels: torch.Tensor | None = None
     """A conditional run's: the class each sample was asked for [num_samples] (every class equally often)."""
@@ -311,6 +312,7 @@ class Evaluation:
 
     @property
     def samples(self) -> torch.Tensor:
+        self.samples_read += 1  # which metrics depend on the sampler (an evaluation is keyed by it)
         if self.samples_given is None:
             if self.draw is None:
                 raise ValueError("this evaluation has neither samples nor a way to draw them")

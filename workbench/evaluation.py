@@ -29,6 +29,7 @@ class Results:
 
     values: dict[str, float] = field(default_factory=dict)
     artifacts: dict[str, Any] = field(default_factory=dict)
+    uses_samples: set[str] = field(default_factory=set)  # the metrics that scored samples (their value depends on the sampler)
 
 
 def make_evaluation(
@@ -78,7 +79,10 @@ def evaluate(metrics: Sequence[Metric], evaluation: Evaluation) -> Results:
         for metric in metrics:
             if evaluation.announce is not None:
                 evaluation.announce(f"computing {metric.name}")
+            reads = evaluation.samples_read
             result = metric.compute(evaluation)
+            if evaluation.samples_read > reads:
+                results.uses_samples.add(metric.name)
             if isinstance(result, MetricResult):
                 results.artifacts.update(result.artifacts)
                 result = result.value

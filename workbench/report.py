@@ -19,6 +19,7 @@ from workbench.display import save_samples
 from workbench.errors import WorkbenchError
 from workbench.evaluation import Results, evaluate, make_evaluation
 from workbench.events import Events
+from workbench.experiment import Experiment
 from workbench.handle import Run
 from workbench.pipeline import Pipeline
 from workbench.sampling import draw_samples
@@ -124,6 +125,7 @@ def evaluate_run(
     metric_names: Sequence[str] = (),
     *,
     sampler: str | None = None,
+    sampler_options: dict | None = None,
     num_samples: int | None = None,
     device: torch.device | str = "cpu",
     events: Events | None = None,
@@ -137,13 +139,14 @@ def evaluate_run(
     with runs.lock_run(run.dir, doing="evaluating"):
         if not runs.read_summary(run.dir):
             raise runs.DamagedRun(f"{run.dir} has no {runs.SUMMARY}", hint="its process ended before it wrote one")
-        return _evaluate(run, metric_names, sampler, num_samples, device, events or Events(), cache_dir)
+        return _evaluate(run, metric_names, sampler, sampler_options, num_samples, device, events or Events(), cache_dir)
 
 
 def _evaluate(
     run: Run,
     metric_names: Sequence[str],
     sampler: str | None,
+    sampler_options: dict | None,
     num_samples: int | None,
     device: torch.device | str,
     events: Events,
@@ -155,11 +158,34 @@ def _evaluate(
     if not metrics:
         raise WorkbenchError("no metrics to compute: the experiment names none", hint="pass --metric NAME (`wb list metrics`)")
     _, held_out = pipeline.load_data()
-    chosen = pipeline.sampler(sampler)
+    chosen = pipeline.sampler(sampler, sampler_options)
     evaluation = make_evaluation(
         pipeline, pipeline.model, held_out, sampler=chosen, num_samples=num_samples, cache_dir=cache_dir, announce=events.phase,
         progress=events.advance,
     )
-    values = evaluate_into(run.dir, evaluation, metrics).values
-    runs.add_evaluation(run.dir, {"sampler": chosen.name, "samples": evaluation.num_samples}, values)
+    results = evaluate_into(run.dir, evaluation, metrics)
+    values = {evaluation_key(metric, results, exp, chosen, evaluation.num_samples): results.values[metric.name] for metric in metrics}
+    record = {
+        "sampler": chosen.name, "sampler_options": chosen.model_dump(mode="json"), "samples": evaluation.num_samples,
+        "metric_options": {m.name: m.model_dump(mode="json") for m in metrics},
+    }
+    runs.add_evaluation(run.dir, record, values)
     return metrics, values
+
+
+def evaluation_key(metric: Metric, results: Results, exp: Experiment, sampler: Sampler, num_samples: int) -> str:
+    """The summary's name for a value: the metric's name when it is measured as the experiment defines it,
+    else with what differs ("fd (sampler ddim (steps 50); n 200)"), so another definition never overwrites it."""
+    own = next((m for m in exp.metrics if m.name == metric.name), None)
+    if own is None:
+        try:
+            own = type(metric)()  # a metric the experiment does not name: against its defaults
+        except ValueError:  # required options: nothing to compare with
+            own = metric
+    differs = [f"{k} {v}" for k, v in metric.model_dump().items() if own.model_dump().get(k) != v]
+    if metric.name in results.uses_samples:
+        if sampler.name != exp.sampler.name or sampler.model_dump() != exp.sampler.model_dump():
+            differs.append(describe(sampler))
+        if num_samples != exp.eval.samples:
+            differs.append(f"n {num_samples}")
+    return metric.name + (f" ({'; '.join(differs)})" if differs else "")
