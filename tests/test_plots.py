@@ -53,6 +53,7 @@ def test_panels_lay_out_image_columns_and_scatters():
 
 def test_wb_noise_writes_one_row_per_experiment(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WB_RUNS_DIR", str(tmp_path / "runs"))
     (tmp_path / "experiments.toml").write_text(
         '[lin]\ndescription = "x"\ndataset = { name = "moons", n = 300 }\nscheduler = { name = "linear", timesteps = 50, scale_with_timesteps = false }\n'
         'backbone = { name = "mlp" }\n\n[cos]\nextends = "lin"\nscheduler = { name = "cosine" }\n'
@@ -60,5 +61,6 @@ def test_wb_noise_writes_one_row_per_experiment(tmp_path, monkeypatch):
     result = CliRunner().invoke(make_app(), ["noise", "lin", "cos", "--steps", "4"])
     assert result.exit_code == 0, result.output
     assert "lin: linear schedule, T = 50" in result.output and "cos: cosine schedule" in result.output
-    with Image.open(tmp_path / "noise-lin-cos.png") as im:
+    assert not list(tmp_path.glob("*.png"))  # pictures go under the runs directory, not the working folder
+    with Image.open(tmp_path / "runs" / "noise" / "noise-lin-cos.png") as im:
         assert im.height == 2 * (200 + 26 + 18) and im.width == 4 * 206 + 6

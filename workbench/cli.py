@@ -570,7 +570,7 @@ def noise(
     n: int = typer.Option(8, "-n", min=1, help="images per column (2-D sets: all points are drawn)"),
     set_: Optional[list[str]] = SetOption,
     file: Optional[Path] = FileOption,
-    out: Optional[Path] = typer.Option(None, "--out", help="PNG to write (default: noise-EXP[-EXP...].png here)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="PNG to write (default: RUNS_DIR/noise/noise-EXP[-EXP...].png)"),
 ) -> None:
     """Show the forward process without training: data noised at several t, per experiment."""
     from rich.columns import Columns
@@ -591,7 +591,8 @@ def noise(
             console.print(TerminalImage(plots.image_columns(pictures, exp.dataset.shape), nrow=len(shown)))
         else:
             console.print(Columns([TerminalScatter(x / 3, height=6) for _, x in pictures]))
-    path = out or Path(f"noise-{'-'.join(experiments)}.png")
+    path = out or settings().runs_dir / "noise" / f"noise-{'-'.join(experiments)}.png"  # not the working folder
+    path.parent.mkdir(parents=True, exist_ok=True)
     plots.save_rows(rows, path)
     console.print(f"written to {path}", soft_wrap=True)
 
