@@ -244,7 +244,7 @@ def _mixtures():
     return [
         ("8 narrow modes, eps, fixed_small", circle_means(), 0.05, "eps", "fixed_small"),
         ("4 modes, x0, fixed_large", square, 0.1, "x0", "fixed_large"),
-        ("3 modes, v, learned_range", three, 0.1, "v", "learned_range"),
+        ("3 modes weighted 0.5/0.3/0.2, v, learned_range", three, 0.1, "v", "learned_range"),
     ]
 
 
@@ -263,11 +263,13 @@ def _chain_target(exact, diffusion, n: int, seed: int):
 
 def sampler_matches_data(sampler: Component) -> list[CheckResult]:
     """At its default steps, with exact denoisers, the samples lie within FLOOR_MULTIPLE x the data-vs-data floor."""
+    torch = _torch()
     from workbench.distances import sliced_wasserstein
 
     results = []
     for label, means, stds, prediction, variance in _mixtures():
-        model, diffusion, exact = _exact_model(means, stds, None, prediction, variance, SAMPLER_T)
+        weights = torch.tensor([0.5, 0.3, 0.2]) if len(means) == 3 else None
+        model, diffusion, exact = _exact_model(means, stds, weights, prediction, variance, SAMPLER_T)
         reference = _chain_target(exact, exact.diffusion, REFERENCE, 999)
 
         def distance(x):
