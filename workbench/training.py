@@ -254,17 +254,7 @@ def fit(
     with deferred_interrupt() as interrupt:
 
         def end(status: str, error: str | None = None, trace: str | None = None) -> str:
-            """Write the status and tell the listeners; '' or why the status could not be written."""
-            interrupt.phase = "save"
-            summary = status_summary(trainer, run.dir, status, error=error, trace=trace)
-            unsaved = ""
-            try:
-                if main:
-                    summary = runs.write_summary(run.dir, summary)
-            except runs.WriteFailed as exc:
-                unsaved = f"; the status could not be written either ({exc.message})"
-            events.run_end(run, status, summary, trainer.losses)
-            return unsaved
+            return end_run(trainer, run, events, interrupt, status, error, trace)
 
         try:
             interrupt.phase = "save"
@@ -285,17 +275,7 @@ def fit(
                 interrupt.phase = "save"
                 summary = write_status(trainer, run.dir, "done", metrics)
         except KeyboardInterrupt as stop:  # a second signal mid-step, or one during the report
-            signum = getattr(stop, "signum", signal.SIGINT)
-            if interrupt.phase == "report":
-                error = f"stopped by {signal_name(signum)} while reporting"
-                message = f"{error}; the checkpoint of step {trainer.steps_done} is written"
-                hint = resume_hint(trainer, run) + " (it writes the report)"
-            else:
-                error = f"stopped at once by {signal_name(signum)} during step {trainer.steps_done + 1}"
-                message = f"{error}: nothing of it was written; {kept(saved, run)}"
-                hint = resume_hint(trainer, run)
-            unsaved = end("interrupted", error=error)
-            raise Interrupted(message, hint=hint + unsaved, signum=signum) from None
+            raise stopped_at_once(getattr(stop, "signum", signal.SIGINT), trainer, run, saved, interrupt, end) from None
         except NonFiniteLoss as exc:
             exc.hint = (exc.hint or "") + end("failed", error=exc.message)
             raise
@@ -304,13 +284,8 @@ def fit(
             unsaved = end("failed", error=exc.message)
             exc.hint = "; ".join(filter(None, [exc.hint, kept(saved, run) + unsaved]))
             raise
-        except Exception as exc:
-            found = trainer.exp.registry.culprit(exc)
-            who = f"plugin '{found[0]}' raised " if found else ""
-            where = f" ({found[1]})" if found else ""
-            message = f"training failed at step {trainer.steps_done}: {who}{one_line(exc)}{where}"
-            unsaved = end("failed", error=message, trace="".join(traceback.format_exception(exc)))
-            raise RunFailed(message, hint=f"{kept(saved, run)}; the traceback is in {run.dir / runs.SUMMARY}{unsaved}") from None
+        except Exception as exc:  # a bug, most often a plugin's: status failed, the traceback kept in summary.json
+            raise run_failed(exc, trainer, run, saved, end) from None
         if stopped or trainer.steps_done < spec.steps:  # a signal here or on another rank
             unsaved = end("interrupted")
             raise Interrupted(
@@ -320,6 +295,49 @@ def fit(
             )
     events.run_end(run, "done", summary, trainer.losses)
     return run
+
+
+def end_run(
+    trainer: Trainer, run: Run, events: Events, interrupt: Interrupt, status: str,
+    error: str | None = None, trace: str | None = None,
+) -> str:
+    """Write the run's final status and tell the listeners; '' or why the status could not be written."""
+    interrupt.phase = "save"
+    summary = status_summary(trainer, run.dir, status, error=error, trace=trace)
+    unsaved = ""
+    try:
+        if trainer.context.is_main:
+            summary = runs.write_summary(run.dir, summary)
+    except runs.WriteFailed as exc:
+        unsaved = f"; the status could not be written either ({exc.message})"
+    events.run_end(run, status, summary, trainer.losses)
+    return unsaved
+
+
+def stopped_at_once(
+    signum: int, trainer: Trainer, run: Run, saved: Saved, interrupt: Interrupt, end: Callable[..., str]
+) -> Interrupted:
+    """A second signal during a step (nothing of the step is written) or one during the report."""
+    if interrupt.phase == "report":
+        error = f"stopped by {signal_name(signum)} while reporting"
+        message = f"{error}; the checkpoint of step {trainer.steps_done} is written"
+        hint = resume_hint(trainer, run) + " (it writes the report)"
+    else:
+        error = f"stopped at once by {signal_name(signum)} during step {trainer.steps_done + 1}"
+        message = f"{error}: nothing of it was written; {kept(saved, run)}"
+        hint = resume_hint(trainer, run)
+    unsaved = end("interrupted", error=error)
+    return Interrupted(message, hint=hint + unsaved, signum=signum)
+
+
+def run_failed(exc: Exception, trainer: Trainer, run: Run, saved: Saved, end: Callable[..., str]) -> RunFailed:
+    """An unexpected exception: one line naming the plugin whose code raised, the traceback in summary.json."""
+    found = trainer.exp.registry.culprit(exc)
+    who = f"plugin '{found[0]}' raised " if found else ""
+    where = f" ({found[1]})" if found else ""
+    message = f"training failed at step {trainer.steps_done}: {who}{one_line(exc)}{where}"
+    unsaved = end("failed", error=message, trace="".join(traceback.format_exception(exc)))
+    return RunFailed(message, hint=f"{kept(saved, run)}; the traceback is in {run.dir / runs.SUMMARY}{unsaved}")
 
 
 def from_worker(exc: WorkbenchError) -> None:
