@@ -133,3 +133,14 @@ def test_through_the_cli_a_bad_file_is_one_message_and_exit_code_2(tmp_path, mon
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
+
+
+def test_parse_options_reads_repeated_flags_and_names_the_bad_one():
+    from workbench.errors import ConfigError
+    from workbench.toml_io import parse_options
+
+    assert parse_options(["steps=20", "eta=1.0", "spacing=logsnr"], "--option", "eta=1.0") == {
+        "steps": 20, "eta": 1.0, "spacing": "logsnr"}
+    with pytest.raises(ConfigError, match=r"--option 'eta': expected KEY=VALUE") as excinfo:
+        parse_options(["steps=20", "eta"], "--option", "eta=1.0")
+    assert excinfo.value.hint == "write --option option=value, e.g. --option eta=1.0"

@@ -381,18 +381,12 @@ def sample(
     import time
 
     from workbench.display import save_samples, terminal_samples
-    from workbench.toml_io import parse_assignment
+    from workbench.toml_io import parse_options
 
     if out is not None:
         _check_out(out)
     run = _find_run(run_ref)
-    options: dict[str, Any] = {}
-    for text in option or []:
-        try:
-            key, value = parse_assignment(text)
-        except ValueError as exc:
-            raise WorkbenchError(f"--option '{text}': {exc}", hint="e.g. --option eta=1.0") from None
-        options[key] = value
+    options = parse_options(option or [], "--option", "eta=1.0")
     if steps is not None:
         options["steps"] = steps
     if class_ is not None or guidance is not None:

@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 from workbench.components import KINDS, Component, normalize_kind
 from workbench.errors import ConfigError, WorkbenchError
+from workbench.toml_io import parse_options
 
 
 @dataclass
@@ -1015,33 +1016,20 @@ def check_registered(registry: Any, kind: str, name: str, options: dict[str, Any
 
 def check_named(registry: Any, kind: str, name: str, assignments: list[str] = ()) -> list[CheckResult]:
     """`wb check KIND NAME --set option=value ...`: the options parsed as TOML values, then `check_registered`."""
-    return check_registered(registry, kind, name, parse_options(assignments))
+    return check_registered(registry, kind, name, parse_options(assignments, "--set", "steps=20"))
 
 
 def nfe_table_named(registry: Any, name: str, assignments: list[str] = (), steps: list[int] = (5, 10, 20, 50, 100)):
     """`wb check sampler NAME --nfe 5,10,20`: the named sampler's table of distance against model evaluations."""
     from workbench.registry import validate_component
 
-    sampler = validate_component(registry.get("sampler", name), parse_options(assignments))
+    sampler = validate_component(registry.get("sampler", name), parse_options(assignments, "--set", "steps=20"))
     return sampler_nfe_table(sampler, list(steps))
-
-
-def parse_options(assignments: list[str]) -> dict[str, Any]:
-    """['steps=20', 'eta=1.0'] -> {'steps': 20, 'eta': 1.0} (values are TOML)."""
-    from workbench.toml_io import parse_assignment
-
-    options = {}
-    for text in assignments:
-        try:
-            key, value = parse_assignment(text)
-        except ValueError as exc:
-            raise ConfigError(f"--set {text!r}: {exc}", hint="write --set option=value, e.g. --set steps=20") from None
-        options[key] = value
-    return options
 
 
 def picture_named(registry: Any, name: str, assignments: list[str], path: Any) -> Any:
     """`wb check scheduler NAME --picture PATH`: the named scheduler's forward process, as a PNG."""
     from workbench.registry import validate_component
 
-    return scheduler_picture(validate_component(registry.get("scheduler", name), parse_options(assignments)), path)
+    scheduler = validate_component(registry.get("scheduler", name), parse_options(assignments, "--set", "timesteps=100"))
+    return scheduler_picture(scheduler, path)

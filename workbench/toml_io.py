@@ -136,3 +136,18 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     if not sep or not key:
         raise ValueError("expected KEY=VALUE")
     return key, parse_value(raw.strip())
+
+
+def parse_options(assignments: list[str], flag: str, example: str) -> dict[str, Any]:
+    """['steps=20', 'eta=1.0'] -> {'steps': 20, 'eta': 1.0} (values are TOML), for a repeated command-line `flag`.
+
+    A malformed one is a ConfigError naming the flag and the text, with `example` as the hint.
+    """
+    options = {}
+    for text in assignments:
+        try:
+            key, value = parse_assignment(text)
+        except ValueError as exc:
+            raise ConfigError(f"{flag} {text!r}: {exc}", hint=f"write {flag} option=value, e.g. {flag} {example}") from None
+        options[key] = value
+    return options
