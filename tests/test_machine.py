@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from workbench import machine
@@ -121,3 +122,18 @@ def test_a_resumed_run_keeps_the_choices_it_started_with(tmp_path, monkeypatch):
     longer = load_experiment("mlp", file=run.dir / runs.EXPERIMENT, overrides=["train.steps=4"])
     train(longer, resume_dir=run.dir, evaluate_at_end=False, listeners=[Recorder()])
     assert any(line.endswith("(as this run started)") and ("foreach" if forced.fused is False else "fused") in line for line in heard)
+
+
+def test_a_mistake_in_the_data_surfaces_before_the_probe(tmp_path, monkeypatch):
+    """The probe can take minutes for a large network: a missing folder must not wait for it."""
+    from workbench.errors import WorkbenchError
+    from workbench.settings import load_settings
+
+    (tmp_path / "e.toml").write_text(TINY + '\n[missing]\nextends = "unet"\ndataset = { name = "folder", path = "no/such/dir", size = 8 }\n')
+
+    def probe_ran(*args, **kwargs):
+        raise AssertionError("the probe ran before the data were loaded")
+
+    monkeypatch.setattr(machine, "choose", probe_ran)
+    with pytest.raises(WorkbenchError, match="no/such/dir"):
+        prepare(load_experiment("missing", file=tmp_path / "e.toml"), torch.device("cpu"), settings=load_settings())

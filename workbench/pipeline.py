@@ -65,7 +65,7 @@ def schedule(exp: Experiment) -> torch.Tensor:
 class Pipeline:
     """Diffusion process, network and data shape of one experiment on one device."""
 
-    def __init__(self, exp: Experiment, device: torch.device, layout: str | None = None) -> None:
+    def __init__(self, exp: Experiment, device: torch.device) -> None:
         self.exp = exp
         self.device = device
         self.shape = tuple(exp.dataset.shape)
@@ -77,7 +77,7 @@ class Pipeline:
         self.held_out_labels: torch.Tensor | None = None
         """Class indices of the training and held-out examples: set by load_data() for a conditional experiment."""
         self.model = build_backbone(exp, self.shape, out_channels).to(
-            device, memory_format=memory_format(self.shape, device, exp.train.precision, layout)
+            device, memory_format=memory_format(self.shape, device, exp.train.precision)
         )
         # The loss's own copy, told the data's levels (its decoder term needs them).
         self.loss = exp.loss.for_data(exp.dataset.levels)
@@ -85,6 +85,12 @@ class Pipeline:
     @property
     def levels(self) -> int | None:
         return self.exp.dataset.levels
+
+    def lay_out(self, layout: str | None) -> None:
+        """Lay the network's 4-D weights out as `layout` ("channels_last" or "contiguous": what training measured or
+        was told); None keeps the default. The values, and so the math, do not change."""
+        if layout is not None:
+            self.model.to(memory_format=memory_format(self.shape, self.device, self.exp.train.precision, layout))
 
     def load_data(self) -> tuple[Any, torch.Tensor]:
         """(training data, held-out data on the device).

@@ -210,9 +210,15 @@ def prepare(
 ) -> tuple[Trainer, Any, torch.Tensor]:
     """The trainer of `exp` (its network initialised from the seed), the training data and the held-out data.
 
-    Threads, layout and AdamW kernel are chosen for this machine first (workbench.machine): by the
-    user where set, else measured by rank 0 (or read from the cache) and told to every rank.
+    The data come first: a mistake there (a missing folder) must not wait for anything slow. Then
+    threads, layout and AdamW kernel are chosen for this machine (workbench.machine): by the user
+    where set, else measured by rank 0 (or read from the cache) and told to every rank.
     """
+    torch.manual_seed(exp.seed)  # the network's initialisation
+    pipeline = Pipeline(exp, device)
+    train_data, held_out = pipeline.load_data()
+    if not isinstance(train_data, torch.Tensor):
+        batches.check_epoch(len(train_data), exp.train.batch_size // exp.train.accumulate)
     layout, fused, threads = (None if exp.train.layout == "auto" else exp.train.layout), True, exp.train.threads
     if choices is not None:  # a resumed run: what it started with
         note(machine.report_line(choices, {}, len(exp.dataset.shape) == 3, "as this run started"))
@@ -224,12 +230,9 @@ def prepare(
         layout, fused, threads = choices.layout, choices.fused, choices.threads
     if device.type == "cpu" and threads != "auto":
         torch.set_num_threads(threads)
-    torch.manual_seed(exp.seed)  # the network's initialisation
-    trainer = Trainer(Pipeline(exp, device, layout), context, note=note, fused=fused)
+    pipeline.lay_out(layout)
+    trainer = Trainer(pipeline, context, note=note, fused=fused)
     trainer.choices = choices
-    train_data, held_out = trainer.pipeline.load_data()
-    if not isinstance(train_data, torch.Tensor):
-        batches.check_epoch(len(train_data), exp.train.batch_size // exp.train.accumulate)
     return trainer, train_data, held_out
 
 
@@ -303,12 +306,11 @@ def end_run(
 ) -> str:
     """Write the run's final status and tell the listeners; '' or why the status could not be written."""
     interrupt.phase = "save"
-    summary = status_summary(trainer, run.dir, status, error=error, trace=trace)
     unsaved = ""
     try:
-        if trainer.context.is_main:
-            summary = runs.write_summary(run.dir, summary)
+        summary = write_status(trainer, run.dir, status, error=error, trace=trace)
     except runs.WriteFailed as exc:
+        summary = status_summary(trainer, run.dir, status, error=error, trace=trace)
         unsaved = f"; the status could not be written either ({exc.message})"
     events.run_end(run, status, summary, trainer.losses)
     return unsaved
@@ -506,9 +508,12 @@ def status_summary(
     return summary
 
 
-def write_status(trainer: Trainer, run_dir: Path, status: str, metrics: dict[str, float] | None = None) -> dict[str, Any]:
+def write_status(
+    trainer: Trainer, run_dir: Path, status: str, metrics: dict[str, float] | None = None,
+    error: str | None = None, trace: str | None = None,
+) -> dict[str, Any]:
     """summary.json with the run's status, progress and metrics (rank 0 writes it; every rank gets it back)."""
-    summary = status_summary(trainer, run_dir, status, metrics)
+    summary = status_summary(trainer, run_dir, status, metrics, error, trace)
     return runs.write_summary(run_dir, summary) if trainer.context.is_main else summary
 
 
