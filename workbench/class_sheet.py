@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from workbench.display import DATA_RGB, SAMPLE_RGB, _to_canvas, is_image_batch, tile
+from workbench.display import DATA_RGB, SAMPLE_RGB, draw_points, is_image_batch, tile
 
 FONT = ImageFont.load_default()
 CHAR_WIDTH = 6
@@ -63,13 +63,8 @@ def class_sheet(
     for i, k in enumerate(classes):
         x0, y0 = 6 + (i % per_row) * (cell + 6), (i // per_row) * (cell + HEADER + 6)
         draw.text((x0, y0 + 3), class_title(k, names), fill="black", font=FONT)
-        draw.rectangle((x0, y0 + HEADER, x0 + cell - 1, y0 + HEADER + cell - 1), outline=(200, 200, 200))
         mine = None if data is None else (data.cpu() if data_labels is None else data.cpu()[data_labels.cpu() == k])
-        for points, colour in ((mine, DATA_RGB), (samples[labels == k], SAMPLE_RGB)):
-            if points is None or len(points) == 0:
-                continue
-            for px, py in _to_canvas(points.reshape(len(points), -1)[:, :2], cell, cell).tolist():
-                draw.point((x0 + px, y0 + HEADER + py), fill=colour)
+        draw_points(draw, x0, y0 + HEADER, cell, cell, [(mine, DATA_RGB), (samples[labels == k], SAMPLE_RGB)])
     return sheet
 
 

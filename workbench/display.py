@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from rich.console import Console, ConsoleOptions, RenderResult
@@ -135,6 +135,17 @@ def save_samples(samples: torch.Tensor, path: Path, data: torch.Tensor | None = 
     """samples.png: the sample sheet (originals beside generated images, or samples over data points)."""
     sample_sheet(samples, data, title).save(path)
     return path
+
+
+def draw_points(draw: Any, left: int, top: int, width: int, height: int,
+                layers: list[tuple[torch.Tensor | None, tuple[int, int, int]]], lim: float = 1.1) -> None:
+    """A grey frame at (left, top) and each (points, colour) layer in it, a pixel a point (the first layer beneath)."""
+    draw.rectangle((left, top, left + width - 1, top + height - 1), outline=(200, 200, 200))
+    for points, colour in layers:
+        if points is None or len(points) == 0:
+            continue
+        for px, py in _to_canvas(points.reshape(len(points), -1)[:, :2], width, height, lim=lim).tolist():
+            draw.point((left + px, top + py), fill=colour)
 
 
 def _to_canvas(points: torch.Tensor, width: int, height: int, lim: float = 1.1) -> torch.Tensor:

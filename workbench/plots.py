@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from workbench.display import DATA_RGB, SAMPLE_RGB, _to_canvas, grid_image, is_image_batch, tile
+from workbench.display import DATA_RGB, SAMPLE_RGB, draw_points, grid_image, is_image_batch, tile
 
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
 FONT = ImageFont.load_default()
@@ -126,12 +126,7 @@ def panels(pictures: list[tuple[str, torch.Tensor]], data: torch.Tensor | None =
             strip = Image.fromarray(tile(x, nrow=1, border=1).numpy()).resize((w, h), Image.NEAREST)
             image.paste(strip, (x0, 20))
         else:
-            draw.rectangle((x0, 20, x0 + w - 1, 20 + h - 1), outline=(200, 200, 200))
-            for points, colour in ((data, DATA_RGB), (x, SAMPLE_RGB)):
-                if points is None:
-                    continue
-                for px, py in _to_canvas(points.reshape(len(points), -1)[:, :2], w, h, lim=lim).tolist():
-                    draw.point((x0 + px, 20 + py), fill=colour)
+            draw_points(draw, x0, 20, w, h, [(data, DATA_RGB), (x, SAMPLE_RGB)], lim=lim)
     return image
 
 
